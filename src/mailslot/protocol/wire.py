@@ -1,0 +1,128 @@
+"""JSON shapes of the HTTP and WebSocket API, shared by server and client.
+
+Byte fields are standard base64 in JSON (msgspec's encoding of ``bytes``); ids are lowercase
+hex. Signed values travel as their canonical bytes, never re-serialised. Unknown fields are
+refused, so a typo is an error rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from mailslot.errors import InputError
+
+T = TypeVar("T")
+
+
+class Wire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Base of every API body."""
+
+
+class RegisterRequest(Wire):
+    handle: str
+    device_list: bytes  # SignedDeviceList, version 1, holding the registering device
+
+
+class AccountInfo(Wire):
+    handle: str
+    version: int
+
+
+class DeviceListBody(Wire):
+    device_list: bytes  # SignedDeviceList
+
+
+class DeviceListResponse(Wire):
+    handle: str
+    version: int
+    device_list: bytes
+
+
+class SendRequest(Wire):
+    message_id: str
+    recipients: list[str]
+    body: bytes
+    keys: dict[str, bytes]  # recipient device id (hex) -> HPKE-wrapped content key
+
+
+class SendResponse(Wire):
+    message_id: str
+    accepted_at: int
+    devices: int
+
+
+class Delivery(Wire):
+    """One queued message as a device receives it."""
+
+    seq: int
+    message_id: str
+    sender: str
+    sender_device: str
+    accepted_at: int
+    body: bytes
+    key: bytes
+
+
+class QueueResponse(Wire):
+    messages: list[Delivery]
+    more: bool
+
+
+class AckRequest(Wire):
+    message_ids: list[str]
+
+
+class AckResponse(Wire):
+    deleted: int
+
+
+class LinkRequestBody(Wire):
+    request: bytes
+
+
+class LinkResponseBody(Wire):
+    response: bytes
+
+
+class LinkStatus(Wire):
+    status: Literal["pending", "approved"]
+    response: bytes | None = None
+
+
+class WsDeliver(Wire, tag="message", tag_field="type"):
+    delivery: Delivery
+
+
+class WsAck(Wire, tag="ack", tag_field="type"):
+    message_ids: list[str]
+
+
+class WsAcked(Wire, tag="acked", tag_field="type"):
+    deleted: int
+
+
+class WsError(Wire, tag="error", tag_field="type"):
+    error: str
+    message: str
+
+
+WsServerFrame = WsDeliver | WsAcked | WsError
+WsClientFrame = WsAck
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode(data: bytes | str, kind: type[T]) -> T:
+    """Parse a JSON body into ``kind``; anything malformed is an ``InputError``."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        raise InputError(f"invalid request body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InputError("request body is not valid JSON") from exc

@@ -1,0 +1,157 @@
+"""The storage interface: accounts, devices, queues, bodies and link sessions.
+
+Services hold the rules; a store only keeps data and makes each method atomic. Every method
+that changes state takes ``now_ms`` from its caller (no clock is read here), so tests are exact.
+One conformance suite (tests/server/storage/test_conformance.py) runs against every
+implementation; a new engine is done when it passes.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    handle: str
+    account_key: bytes
+    list_version: int
+    device_list: bytes  # SignedDeviceList bytes, exactly as published
+    created_at_ms: int
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device_id: bytes
+    handle: str
+    sign_key: bytes
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message as accepted by the relay: one body, one wrapped key per recipient device."""
+
+    message_id: bytes
+    sender: str
+    sender_device: bytes
+    accepted_at_ms: int
+    expires_at_ms: int
+    body: bytes
+    keys: dict[bytes, bytes]  # recipient device id -> wrapped key
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One device's copy of a message, in per-device order ``seq``."""
+
+    seq: int
+    message_id: bytes
+    sender: str
+    sender_device: bytes
+    accepted_at_ms: int
+    body: bytes
+    wrapped_key: bytes
+
+
+@dataclass(frozen=True)
+class StoredSend:
+    """What ``store_message`` did: ``created`` is False when the id was already stored."""
+
+    created: bool
+    sender: str
+    sender_device: bytes
+    accepted_at_ms: int
+    devices: int
+
+
+class Storage(abc.ABC):
+    """Async storage; every method is one atomic transaction."""
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date; raise ``SchemaTooNew`` if it is newer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int: ...
+
+    # --- accounts and devices ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
+        """Insert an account and its first devices; ``HandleTaken`` if the handle exists."""
+
+    @abc.abstractmethod
+    async def get_account(self, handle: str) -> AccountRow | None: ...
+
+    @abc.abstractmethod
+    async def replace_devices(
+        self, handle: str, expected_version: int, new_version: int, device_list: bytes,
+        devices: list[DeviceRow],
+    ) -> list[bytes]:
+        """Swap in a new signed list if the stored version is still ``expected_version``.
+
+        Raises ``StaleDeviceList`` otherwise (a concurrent update won). Queue entries of devices
+        that left the list are deleted with them. Returns the ids of the removed devices.
+        """
+
+    @abc.abstractmethod
+    async def get_device(self, device_id: bytes) -> DeviceRow | None: ...
+
+    @abc.abstractmethod
+    async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
+        """Current device ids of each known handle (unknown handles are absent)."""
+
+    # --- relay -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def store_message(self, message: NewMessage, max_queue: int) -> StoredSend:
+        """Commit the body and every queue entry together, or nothing.
+
+        Idempotent on ``message_id``: if it is already stored from the same sender device, store
+        nothing and return the first acceptance (``created=False``); from another sender raise
+        ``MessageIdConflict``. Raise ``QueueFull`` (details: ``device``) if any recipient device
+        already holds ``max_queue`` entries.
+        """
+
+    @abc.abstractmethod
+    async def fetch_queue(self, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
+        """Up to ``limit`` entries of the device with ``seq > after_seq``, in ``seq`` order."""
+
+    @abc.abstractmethod
+    async def ack(self, device_id: bytes, message_ids: list[bytes]) -> int:
+        """Delete the device's entries for these ids at once, and any body left with no entry.
+
+        Ids not queued for this device are ignored. Returns how many entries were deleted.
+        """
+
+    @abc.abstractmethod
+    async def queue_depth(self, device_id: bytes) -> int: ...
+
+    @abc.abstractmethod
+    async def message_exists(self, message_id: bytes) -> bool:
+        """Whether a body for ``message_id`` is still stored."""
+
+    @abc.abstractmethod
+    async def expire(self, now_ms: int) -> int:
+        """Delete entries whose message expired by ``now_ms``, and their bodies; count entries."""
+
+    # --- device linking ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_link(self, link_id: bytes, request: bytes, expires_at_ms: int) -> None:
+        """Store a link request; ``ConflictError`` if the id is taken."""
+
+    @abc.abstractmethod
+    async def get_link(self, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
+        """(request, response or None) of an unexpired link session, or None."""
+
+    @abc.abstractmethod
+    async def respond_link(self, link_id: bytes, response: bytes, now_ms: int) -> None:
+        """Attach the approving device's response; ``NotFoundError`` if expired or unknown,
+        ``ConflictError`` if it was already answered."""
+
+    @abc.abstractmethod
+    async def expire_links(self, now_ms: int) -> int: ...
