@@ -16,7 +16,7 @@ from mailslot.errors import InputError
 T = TypeVar("T")
 
 
-class Wire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class Wire(msgspec.Struct, forbid_unknown_fields=True):
     """Base of every API body."""
 
 
@@ -124,5 +124,5 @@ def decode(data: bytes | str, kind: type[T]) -> T:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
         raise InputError(f"invalid request body: {exc}") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # the latter: str with lone surrogates
         raise InputError("request body is not valid JSON") from exc

@@ -1,0 +1,86 @@
+"""The ASGI application: routes, error rendering, and the node's lifespan (storage, sweeper)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+
+from mailslot.errors import MailslotError, NotFoundError, ServerError
+from mailslot.server.config import ServerConfig
+from mailslot.server.edge import error_response, json_response
+from mailslot.server.node import Node
+from mailslot.server.routes import ROUTES
+from mailslot.server.storage import open_storage
+from mailslot.server.storage.base import Storage
+from mailslot.server.ws import websocket_endpoint
+
+log = logging.getLogger("mailslot.server")
+
+
+async def _mailslot_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MailslotError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFoundError("no such endpoint"))
+    code = "method_not_allowed" if exc.status_code == 405 else "bad_request"
+    return json_response({"error": code, "message": exc.detail}, exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(ServerError("internal error"))
+
+
+async def sweep_forever(node: Node) -> None:
+    """Delete expired queue entries, bodies and link sessions, every ``sweep_interval_s``."""
+    while True:
+        await asyncio.sleep(node.config.sweep_interval_s)
+        try:
+            now = node.now_ms()
+            expired = await node.store.expire(now)
+            await node.store.expire_links(now)
+            if expired:
+                log.info("expired %d undelivered queue entries", expired)
+        except Exception:
+            log.exception("sweeper failed; retrying at the next interval")
+
+
+def create_app(config: ServerConfig, store: Storage | None = None) -> Starlette:
+    """The app for one node; ``store`` overrides the configured database (tests)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        storage = store or open_storage(config.storage_url, synchronous=config.sqlite_synchronous)
+        await storage.open()
+        node = Node(config, storage)
+        app.state.node = node
+        sweeper = asyncio.create_task(sweep_forever(node))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await storage.close()
+
+    return Starlette(
+        routes=[*ROUTES, WebSocketRoute("/v1/ws", websocket_endpoint)],
+        exception_handlers={
+            MailslotError: _mailslot_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )

@@ -1,0 +1,40 @@
+"""One server node's parts, wired together: storage, bus, services, limits, clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailslot.server.authn import Authenticator
+from mailslot.server.bus import InProcessBus, WakeupBus
+from mailslot.server.config import ServerConfig
+from mailslot.server.limits import RateLimiter
+from mailslot.server.services.directory import Directory
+from mailslot.server.services.links import Links
+from mailslot.server.services.relay import Relay
+from mailslot.server.storage.base import Storage
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Node:
+    config: ServerConfig
+    store: Storage
+    bus: WakeupBus = field(default_factory=InProcessBus)
+    clock_ms: Callable[[], int] = wall_clock_ms
+
+    def __post_init__(self) -> None:
+        self.authn = Authenticator(self.store)
+        self.directory = Directory(self.store, self.config, self.bus)
+        self.relay = Relay(self.store, self.config, self.bus)
+        self.links = Links(self.store, self.config)
+        self.device_limiter = RateLimiter(self.config.rate_per_device_per_s, self.config.rate_burst)
+        # Unauthenticated link requests are limited per client address instead.
+        self.address_limiter = RateLimiter(1.0, 20)
+
+    def now_ms(self) -> int:
+        return self.clock_ms()
