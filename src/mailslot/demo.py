@@ -1,0 +1,192 @@
+"""`mailslot demo`: the whole product on one machine, narrated.
+
+A real server (TLS, SQLite, in a temporary directory) on a free loopback port; alice and bob
+with two devices each, the second of each linked through a link code; messages both ways and
+in a group; and a look into the server's own database to show what it holds: one ciphertext
+body, a different wrapped key per device, and each device's copy gone once it has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mailslot.client import Client, ReceivedMessage
+from mailslot.client.keystore import KdfParams
+from mailslot.server.config import ServerConfig, write_config
+from mailslot.server.runner import ServerThread
+from mailslot.server.tls import write_self_signed
+
+PASSPHRASE = b"demo passphrase"
+# The demo's key files are thrown away at the end, so a cheaper scrypt keeps it quick.
+DEMO_KDF = KdfParams(log2_n=12)
+
+
+@dataclass
+class Cast:
+    """The demo's devices by name, e.g. ``alice/phone``."""
+
+    devices: dict[str, Client]
+
+    def __getitem__(self, name: str) -> Client:
+        return self.devices[name]
+
+
+class ServerPeek:
+    """Read-only look into the server's SQLite database: what an operator could see."""
+
+    def __init__(self, db: Path) -> None:
+        self._db = db
+
+    def copies(self, message_id: str) -> list[tuple[str, str]]:
+        """(device id, fingerprint of its wrapped key) for every queued copy of a message."""
+        with sqlite3.connect(f"file:{self._db}?mode=ro", uri=True) as conn:
+            rows = conn.execute(
+                "SELECT device_id, wrapped_key FROM queue WHERE message_id = ? ORDER BY device_id",
+                (bytes.fromhex(message_id),),
+            ).fetchall()
+        return [(bytes(d).hex(), hashlib.sha256(bytes(k)).hexdigest()[:16]) for d, k in rows]
+
+    def body(self, message_id: str) -> bytes | None:
+        with sqlite3.connect(f"file:{self._db}?mode=ro", uri=True) as conn:
+            row = conn.execute(
+                "SELECT body FROM messages WHERE message_id = ?", (bytes.fromhex(message_id),)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+
+def _time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+class Demo:
+    def __init__(self, root: Path, console: Console) -> None:
+        self.root = root
+        self.out = console
+        self.cast = Cast({})
+        self.names: dict[str, str] = {}  # device id -> "alice/phone"
+
+    def step(self, text: str) -> None:
+        self.out.print(f"\n[bold cyan]▶ {text}[/]")
+
+    def say(self, text: str) -> None:
+        self.out.print(f"  {text}")
+
+    def _home(self, name: str) -> Path:
+        return self.root / "devices" / name.replace("/", "-")
+
+    def _remember(self, name: str, client: Client) -> Client:
+        self.cast.devices[name] = client
+        self.names[client.device_id] = name
+        return client
+
+    async def register(self, server: ServerThread, name: str) -> None:
+        handle, device = name.split("/")
+        client = await Client.register(
+            self._home(name), server.url, handle, passphrase=PASSPHRASE,
+            ca=server.config.cert_path, device_name=device, kdf=DEMO_KDF,
+        )
+        self._remember(name, client)
+        self.say(f"{name:14} registered [dim]device {client.device_id[:12]}…[/]")
+
+    async def link(self, server: ServerThread, name: str, approver: str) -> None:
+        device = name.split("/")[1]
+        pending = await Client.start_link(
+            self._home(name), server.url, passphrase=PASSPHRASE, ca=server.config.cert_path,
+            device_name=device, kdf=DEMO_KDF,
+        )
+        self.say(f"{name:14} shows link code [dim]{pending.code[:60]}…[/]")
+        client, record = await asyncio.gather(pending.wait(30), self.cast[approver].approve(pending.code))
+        self._remember(name, client)
+        self.say(f"{approver:14} approved it: device list now signed with {record.name!r} in it")
+
+    async def receive(self, name: str) -> list[ReceivedMessage]:
+        got = [m async for m in self.cast[name].receive()]
+        for m in got:
+            sender = self.names.get(m.sender_device, m.sender)
+            to = ", ".join(h for h in m.members if h != m.sender)
+            self.out.print(
+                f"  [green]{name:14}[/] ← [bold]{sender}[/] (to {to}) "
+                f"[dim]{_time(m.sent_at_ms)}[/] “{m.text}”"
+            )
+        return got
+
+    def show_copies(self, peek: ServerPeek, message_id: str) -> None:
+        body = peek.body(message_id)
+        table = Table(title=f"server's copies of message {message_id[:12]}…", title_justify="left")
+        table.add_column("recipient device")
+        table.add_column("wrapped content key (sha256, first 16 hex)")
+        for device_id, fingerprint in peek.copies(message_id):
+            table.add_row(self.names.get(device_id, device_id[:12]), fingerprint)
+        self.out.print(table)
+        if body is not None:
+            self.say(f"one encrypted body, {len(body)} bytes, starts {body[:12].hex()}… (no plaintext)")
+
+
+async def _story(demo: Demo, server: ServerThread, peek: ServerPeek) -> None:
+    demo.step("alice and bob each register a phone; each device makes its own keys")
+    await demo.register(server, "alice/phone")
+    await demo.register(server, "bob/phone")
+
+    demo.step("each links a second device with a one-time link code")
+    await demo.link(server, "alice/laptop", "alice/phone")
+    await demo.link(server, "bob/tablet", "bob/phone")
+
+    demo.step("alice's phone writes to bob: sealed separately for bob's two devices and alice's laptop")
+    sent = await demo.cast["alice/phone"].send(["bob"], "Hi Bob! Lunch at noon?")
+    demo.say(f"accepted for {sent.devices} devices, id {sent.id[:12]}…")
+    demo.show_copies(peek, sent.id)
+
+    demo.step("bob's phone fetches its copy; the server deletes that copy at once")
+    await demo.receive("bob/phone")
+    demo.show_copies(peek, sent.id)
+
+    demo.step("bob's tablet and alice's laptop catch up; the last copy takes the body with it")
+    await demo.receive("bob/tablet")
+    await demo.receive("alice/laptop")
+    demo.say(f"server still holds the body: {peek.body(sent.id) is not None}")
+
+    demo.step("bob answers from his tablet")
+    await demo.cast["bob/tablet"].send(["alice"], "Noon works. See you there.")
+    for name in ("alice/phone", "alice/laptop", "bob/phone"):
+        await demo.receive(name)
+
+    demo.step("carol joins; a group is just several recipients")
+    await demo.register(server, "carol/phone")
+    await demo.cast["carol/phone"].send(["alice", "bob"], "Mind if I join you two?")
+    for name in ("alice/phone", "alice/laptop", "bob/phone", "bob/tablet"):
+        await demo.receive(name)
+
+    demo.step("alice's history, as her laptop stored it")
+    for entry in demo.cast["alice/laptop"].history():
+        arrow = "→" if entry.direction == "out" else "←"
+        demo.say(f"{_time(entry.sent_at_ms)} {entry.sender:6} {arrow} “{entry.text}”")
+
+
+async def run_demo(console: Console | None = None, root: Path | None = None) -> None:
+    """Run the whole demo in a temporary directory, cleaning everything up."""
+    out = console or Console()
+    with tempfile.TemporaryDirectory(prefix="mailslot-demo-") as tmp:
+        base = root or Path(tmp)
+        config = ServerConfig(data_dir=base / "server", port=0)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        write_self_signed(config.cert_path, config.key_path)
+        write_config(config)
+        with ServerThread(config) as server:
+            out.print(f"[bold]mailslot demo[/]: server on {server.url} (TLS, SQLite in {config.data_dir})")
+            demo = Demo(base, out)
+            try:
+                await _story(demo, server, ServerPeek(config.data_dir / "mailslot.db"))
+            finally:
+                for client in demo.cast.devices.values():
+                    await client.close()
+        out.print("\n[bold green]demo finished[/]; server stopped, temporary files removed")
+
