@@ -248,6 +248,10 @@ def from_wire(status: int, body: Any) -> MailslotError:
         if cls is MessageRejected:
             return VerificationError(message)
         return cls(message, details=details)
+    by_status: dict[int, type[MailslotError]] = {
+        401: AuthenticationError, 403: ForbiddenError, 404: NotFoundError, 409: ConflictError,
+        413: TooLarge, 429: LimitExceeded,
+    }
     if status >= 500:
         return ServerError(f"server answered HTTP {status}")
-    return InputError(f"server answered HTTP {status}")
+    return by_status.get(status, InputError)(f"server answered HTTP {status}")

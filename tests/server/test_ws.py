@@ -49,4 +49,5 @@ def test_bad_frame_gets_error_frame(live_server: LiveServer, alice: RawAccount) 
 def test_unauthenticated_socket_is_refused(live_server: LiveServer, alice: RawAccount) -> None:
     with pytest.raises(InvalidStatus) as info:
         ws_connect(live_server, DeviceKeys.generate())
-    assert info.value.response.status_code == 403
+    assert info.value.response.status_code == 401
+    assert b"unknown device" in info.value.response.body

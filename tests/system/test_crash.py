@@ -36,7 +36,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL, stderr=sink,
         )
     deadline = time.monotonic() + 20
-    with httpx.Client(verify=False) as http:  # noqa: S501 - only polling /health until it is up
+    with httpx.Client(verify=False) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log.read_text(errors='replace')}")

@@ -1,0 +1,19 @@
+"""The async client library: one device of one account, talking to one mailslot server.
+
+``Client`` is the entry point; the value types it returns are re-exported here. Everything
+else in this package is an implementation detail.
+"""
+
+from mailslot.client.client import Client
+from mailslot.client.keystore import KdfParams
+from mailslot.client.linking import PendingLink
+from mailslot.client.models import HistoryEntry, ReceivedMessage, SentMessage
+
+__all__ = [
+    "Client",
+    "HistoryEntry",
+    "KdfParams",
+    "PendingLink",
+    "ReceivedMessage",
+    "SentMessage",
+]

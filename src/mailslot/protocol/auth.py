@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailslot.errors import AuthenticationError
+from mailslot.errors import AuthenticationError, VerificationError
 from mailslot.protocol import crypto, labels
 from mailslot.protocol.encoding import Writer
 from mailslot.protocol.identity import DEVICE_ID_SIZE, DeviceKeys
@@ -78,6 +78,7 @@ def verify_request(
     if abs(now_ms - sig.timestamp_ms) > FRESHNESS_MS:
         raise AuthenticationError("request timestamp outside the freshness window")
     try:
-        crypto.verify(sign_key, sig.signature, signed_bytes(method, target, sig.timestamp_ms, sig.nonce, body))
-    except Exception as exc:
+        message = signed_bytes(method, target, sig.timestamp_ms, sig.nonce, body)
+        crypto.verify(sign_key, sig.signature, message)
+    except (VerificationError, ValueError) as exc:
         raise AuthenticationError("bad request signature") from exc

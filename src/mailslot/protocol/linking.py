@@ -67,7 +67,7 @@ class LinkCode:
             raise InputError("malformed link code") from exc
         if len(link_id) != LINK_ID_SIZE or len(secret) != LINK_SECRET_SIZE:
             raise InputError("malformed link code")
-        if not server.startswith(("https://", "http://")):
+        if not server.startswith(("https://", "http://")) or not server.isprintable():
             raise InputError("link code names no server URL")
         return cls(server, link_id, secret)
 
@@ -127,7 +127,8 @@ def seal_link_response(
     code: LinkCode, record: DeviceRecord, handle: str, signed: SignedDeviceList, account: AccountKey
 ) -> bytes:
     """Hand the new device the account key (HPKE-sealed to it) and the list that adds it."""
-    wrapped = crypto.hpke_seal(record.enc_key, account.seed, _account_key_info(code.link_id, record.device_id))
+    info = _account_key_info(code.link_id, record.device_id)
+    wrapped = crypto.hpke_seal(record.enc_key, account.seed, info)
     plain = Writer().text(handle).var(signed.to_bytes()).var(wrapped).to_bytes()
     return code.seal(labels.LINK_RESPONSE, plain)
 

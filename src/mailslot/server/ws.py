@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mailslot.errors import InputError, MailslotError
 from mailslot.protocol import wire
-from mailslot.server.edge import node_of, target_of
+from mailslot.server.edge import error_response, node_of, target_of
 from mailslot.server.node import Node
 from mailslot.server.services.relay import delivery_of
 from mailslot.server.storage.base import DeviceRow
@@ -24,7 +24,6 @@ from mailslot.server.storage.base import DeviceRow
 log = logging.getLogger("mailslot.server.ws")
 BATCH = 100
 RECHECK_S = 5.0
-POLICY_VIOLATION = 1008
 
 
 class _Session:
@@ -76,7 +75,7 @@ async def _authenticate(ws: WebSocket) -> DeviceRow | None:
         node.device_limiter.check(device.device_id, node.now_ms() / 1000)
     except MailslotError as exc:
         log.info("websocket refused: %s", exc.message)
-        await ws.close(code=POLICY_VIOLATION, reason=exc.message[:120])
+        await ws.send_denial_response(error_response(exc))
         return None
     return device
 

@@ -1,0 +1,150 @@
+"""The ``mailslot`` command: global options, the command tree, and error handling.
+
+Every ``MailslotError`` a command raises becomes ONE line on standard error (``error: ...``)
+and the error's ``exit_code``; Ctrl-C exits 130. A traceback means a bug in mailslot, never a
+user's mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailslot import __version__
+from mailslot.cli.account_cmd import account
+from mailslot.cli.demo_cmd import demo
+from mailslot.cli.device_cmd import device
+from mailslot.cli.message_cmd import history, receive, send
+from mailslot.cli.output import Mode, Output
+from mailslot.cli.server_cmd import serve, server
+from mailslot.errors import WIRE_CODES, ConfigError, InputError, MailslotError
+
+PASSPHRASE_ENV = "MAILSLOT_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+HOME_ENV = "MAILSLOT_HOME"
+INTERRUPTED = 130
+
+
+def _exit_code_epilog() -> str:
+    """The exit codes, read off the error classes so the help cannot drift from the code."""
+    by_code: dict[int, list[str]] = {0: ["success"]}
+    for cls in sorted(set(WIRE_CODES.values()), key=lambda c: c.__mro__[::-1].index(c)):
+        by_code.setdefault(cls.exit_code, []).append(cls.code.replace("_", " "))
+    by_code.setdefault(INTERRUPTED, []).append("interrupted (Ctrl-C)")
+    lines = ["\b", "Exit codes:"]
+    lines += [f"  {code:>3}  {', '.join(names)}" for code, names in sorted(by_code.items())]
+    return "\n".join(lines)
+
+
+@dataclass
+class Settings:
+    """The global options, handed to every command through the click context."""
+
+    home: Path
+    output: Output
+    passphrase_file: Path | None
+
+    def passphrase(self, *, new: bool = False) -> bytes:
+        """The keystore passphrase: from the file, else the environment, else a TTY prompt."""
+        if self.passphrase_file is not None:
+            return _read_passphrase_file(self.passphrase_file)
+        from_env = os.environ.get(PASSPHRASE_ENV)
+        if from_env:
+            return from_env.encode("utf-8")
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"no passphrase: use --passphrase-file FILE or set {PASSPHRASE_ENV} "
+                "(standard input is not a terminal, so mailslot cannot ask)"
+            )
+        text: str = click.prompt(
+            "New passphrase" if new else "Passphrase",
+            hide_input=True,
+            confirmation_prompt=new,
+            err=True,
+        )
+        if not text:
+            raise InputError("the passphrase must not be empty")
+        return text.encode("utf-8")
+
+
+def _read_passphrase_file(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
+    data = data.rstrip(b"\r\n")
+    if not data:
+        raise ConfigError(f"the passphrase file {path} is empty")
+    return data
+
+
+class MailslotGroup(click.Group):
+    """A group that turns mailslot errors and Ctrl-C into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MailslotError as exc:
+            click.echo(f"error: {_one_line(exc.message)}", err=True)
+            ctx.exit(exc.exit_code)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("error: interrupted", err=True)
+            ctx.exit(INTERRUPTED)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@click.group(
+    cls=MailslotGroup, epilog=_exit_code_epilog(), context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=HOME_ENV,
+    default=Path("~/.mailslot"),
+    show_default=True,
+    help=f"This device's directory (keys, local store). Env: {HOME_ENV}.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format; json prints one object per line.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Read the key passphrase from FILE (else env {PASSPHRASE_ENV}, else a prompt).",
+)
+@click.version_option(__version__, prog_name="mailslot")
+@click.pass_context
+def cli(ctx: click.Context, home: Path, output: Mode, passphrase_file: Path | None) -> None:
+    """mailslot: end-to-end encrypted messaging between all your devices."""
+    ctx.obj = Settings(home.expanduser(), Output(output), passphrase_file)
+
+
+cli.add_command(account)
+cli.add_command(device)
+cli.add_command(send)
+cli.add_command(receive)
+cli.add_command(history)
+cli.add_command(server)
+cli.add_command(serve)
+cli.add_command(demo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="mailslot")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""``Client``: one device of one account, and everything it can do.
+
+Typical use::
+
+    client = await Client.register(home, "https://chat.example", "alice", passphrase=b"...")
+    async with client:
+        await client.send(["bob"], "hello")
+        async for message in client.receive(timeout=30):
+            print(message.sender, message.text)
+
+A second device: ``pending = await Client.start_link(home2, server, ...)``; show
+``pending.code``; on the first device ``await client.approve(code)``; then
+``await pending.wait(300)`` returns the new device's ``Client``.
+
+The flows live in their own modules (``linking``, ``sending``, ``receiving``); this class holds
+the device's session and gives them one small public face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from mailslot.client import linking
+from mailslot.client.keystore import DeviceSecrets, KdfParams
+from mailslot.client.linking import PendingLink
+from mailslot.client.models import HistoryEntry, ReceivedMessage, SentMessage
+from mailslot.client.receiving import Receiver
+from mailslot.client.sending import send_text
+from mailslot.client.session import Session, create_home, ensure_new_home, open_session, read_ca
+from mailslot.client.transport import Transport, normalize_server
+from mailslot.errors import InputError
+from mailslot.protocol import wire
+from mailslot.protocol.device_list import DeviceList, DeviceRecord, sign_device_list
+from mailslot.protocol.identity import AccountKey, DeviceKeys, check_handle
+
+
+class Client:
+    """A set-up device: its keys are unlocked and its store is open until ``close()``."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._receiver = Receiver(session)
+
+    # --- setting a device up -----------------------------------------------------------------
+
+    @classmethod
+    async def register(
+        cls,
+        home: Path,
+        server: str,
+        handle: str,
+        *,
+        passphrase: bytes,
+        ca: Path | None = None,
+        device_name: str = "primary",
+        kdf: KdfParams | None = None,
+    ) -> Client:
+        """Create account ``handle`` with this as its first device (device list version 1).
+
+        Nothing is written to ``home`` until the server has accepted the account, so a taken
+        handle or an unreachable server leaves no half-made device behind.
+        """
+        check_handle(handle)
+        ensure_new_home(home)
+        if not passphrase:
+            raise InputError("the passphrase must not be empty")
+        ca_pem = read_ca(ca)
+        keys, account = DeviceKeys.generate(), AccountKey.generate()
+        record = linking.new_record(keys, device_name)
+        device_list = DeviceList.build(handle, account.public, 1, record.created_at_ms, [record])
+        signed = sign_device_list(device_list, account)
+        transport = Transport(normalize_server(server), keys, ca=ca)
+        try:
+            await transport.call(
+                "POST",
+                "/v1/accounts",
+                wire.AccountInfo,
+                body=wire.RegisterRequest(handle=handle, device_list=signed.to_bytes()),
+            )
+            secrets = DeviceSecrets(handle, transport.server, device_name, keys, account)
+            session = create_home(
+                home, secrets, passphrase, signed, device_list, transport, ca_pem=ca_pem, kdf=kdf
+            )
+        except BaseException:
+            await transport.aclose()
+            raise
+        return cls(session)
+
+    @classmethod
+    async def start_link(
+        cls,
+        home: Path,
+        server: str,
+        *,
+        passphrase: bytes,
+        ca: Path | None = None,
+        device_name: str,
+        kdf: KdfParams | None = None,
+    ) -> PendingLink:
+        """Begin adding this (new) device to an existing account; see ``PendingLink``."""
+        return await linking.start_link(
+            home, server, passphrase=passphrase, ca=ca, device_name=device_name, kdf=kdf
+        )
+
+    @classmethod
+    def open(cls, home: Path, *, passphrase: bytes) -> Client:
+        """Unlock the device set up in ``home``."""
+        return cls(open_session(home, passphrase))
+
+    async def close(self) -> None:
+        await self._session.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- who this is ---------------------------------------------------------------------------
+
+    @property
+    def handle(self) -> str:
+        return self._session.secrets.handle
+
+    @property
+    def device_id(self) -> str:
+        """This device's id, 32 hex digits."""
+        return self._session.secrets.device.device_id.hex()
+
+    @property
+    def device_name(self) -> str:
+        return self._session.secrets.device_name
+
+    @property
+    def server(self) -> str:
+        return self._session.secrets.server
+
+    @property
+    def home(self) -> Path:
+        return self._session.home
+
+    # --- devices -----------------------------------------------------------------------------
+
+    async def approve(self, code: str) -> DeviceRecord:
+        """Add the new device that shows ``code`` to this account; return its record."""
+        return await linking.approve(self._session, code)
+
+    async def device_list(self, handle: str | None = None, *, refresh: bool = True) -> DeviceList:
+        """The verified device list of ``handle`` (this account by default), fresh by default."""
+        return await self._session.directory.get(handle or self.handle, refresh=refresh)
+
+    # --- messages ------------------------------------------------------------------------------
+
+    async def send(self, recipients: list[str], text: str) -> SentMessage:
+        """Send ``text`` to ``recipients`` (several make a group); see ``sending``."""
+        return await send_text(self._session, recipients, text)
+
+    async def receive(self, *, timeout: float | None = None) -> AsyncIterator[ReceivedMessage]:
+        """Queued messages, then (if ``timeout`` > 0) new ones for ``timeout`` seconds."""
+        async for message in self._receiver.drain():
+            yield message
+        if timeout is not None and timeout > 0:
+            async for message in self._receiver.stream(timeout):
+                yield message
+
+    def history(self, handle: str | None = None) -> list[HistoryEntry]:
+        """Stored messages, oldest first; with ``handle``, conversations that include it."""
+        return self._session.store.history(check_handle(handle) if handle is not None else None)

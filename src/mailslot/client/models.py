@@ -1,0 +1,55 @@
+"""The values the client hands to its callers: sent, received and stored messages.
+
+They are plain frozen dataclasses with ids as lowercase hex and times as Unix milliseconds, so a
+front end can print or serialise them without knowing anything about the protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["in", "out"]
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message the server accepted from this device."""
+
+    id: str
+    members: tuple[str, ...]
+    sent_at_ms: int
+    accepted_at_ms: int
+    devices: int  # how many recipient devices the server queued it for
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message that opened and verified for this device."""
+
+    id: str
+    sender: str
+    sender_device: str
+    members: tuple[str, ...]
+    sent_at_ms: int
+    accepted_at_ms: int
+    text: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One message in the local history, sent (``out``) or received (``in``).
+
+    A message sent by another device of this account arrives like any other, but is recorded
+    as ``out``: the account sent it.
+    """
+
+    id: str
+    members: tuple[str, ...]
+    sender: str
+    sender_device: str
+    sent_at_ms: int
+    accepted_at_ms: int
+    text: str
+    direction: Direction
+    stored_at_ms: int

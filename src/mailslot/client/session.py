@@ -1,0 +1,102 @@
+"""One device's live state: its secrets, local store, transport and verified directory.
+
+A device home directory holds three files, all private to the user (directory 0700):
+
+* ``device.key`` — the encrypted keystore (``keystore.py``); its presence means "set up";
+* ``store.sqlite3`` — the local database (``store.py``);
+* ``server-ca.pem`` — a copy of the CA that signs the server's certificate, when one was given,
+  so that later commands need not be told again (and a moved file does not break them).
+
+``create_home`` is the single way a home comes into being, after the server accepted the
+device (registration or an approved link): keystore first, as the commit point, then the CA and
+the store, which ``open_session`` can rebuild from the keystore and the server if they are lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailslot.client.directory import Directory
+from mailslot.client.keystore import DeviceSecrets, KdfParams, Keystore, write_private
+from mailslot.client.store import Store
+from mailslot.client.transport import Transport, now_ms
+from mailslot.errors import ConfigError
+from mailslot.protocol.device_list import DeviceList, SignedDeviceList
+
+CA_FILENAME = "server-ca.pem"
+
+
+@dataclass
+class Session:
+    """Everything a set-up device works with."""
+
+    home: Path
+    secrets: DeviceSecrets
+    store: Store
+    transport: Transport
+    directory: Directory
+
+    async def aclose(self) -> None:
+        try:
+            await self.transport.aclose()
+        finally:
+            self.store.close()
+
+
+def ensure_new_home(home: Path) -> None:
+    """Refuse to set a device up twice in the same home (it would lose the first one's keys)."""
+    if Keystore(home).exists():
+        raise ConfigError(f"a device is already set up in {home}; use another --home")
+
+
+def read_ca(ca: Path | None) -> bytes | None:
+    """The bytes of a CA file named on the command line, read once, before any network use."""
+    if ca is None:
+        return None
+    try:
+        return ca.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA certificate {ca}: {exc.strerror or exc}") from exc
+
+
+def create_home(
+    home: Path,
+    secrets: DeviceSecrets,
+    passphrase: bytes,
+    signed: SignedDeviceList,
+    device_list: DeviceList,
+    transport: Transport,
+    *,
+    ca_pem: bytes | None,
+    kdf: KdfParams | None = None,
+) -> Session:
+    """Write keystore, CA copy and store for a device the server has just accepted."""
+    ensure_new_home(home)
+    Keystore(home).save(secrets, passphrase, kdf)
+    if ca_pem is not None:
+        write_private(home / CA_FILENAME, ca_pem)
+    store = Store.open(home)
+    try:
+        store.pin(secrets.handle, secrets.account.public, now_ms())
+        directory = Directory(transport, store)
+        directory.remember(signed, device_list)
+    except BaseException:
+        store.close()
+        raise
+    return Session(home, secrets, store, transport, directory)
+
+
+def open_session(home: Path, passphrase: bytes) -> Session:
+    """Unlock the keystore in ``home`` and open the store and a transport for it."""
+    secrets = Keystore(home).load(passphrase)
+    ca_path = home / CA_FILENAME
+    store = Store.open(home)
+    try:
+        store.pin(secrets.handle, secrets.account.public, now_ms())
+        ca = ca_path if ca_path.exists() else None
+        transport = Transport(secrets.server, secrets.device, ca=ca)
+    except BaseException:
+        store.close()
+        raise
+    return Session(home, secrets, store, transport, Directory(transport, store))

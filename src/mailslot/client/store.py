@@ -1,0 +1,247 @@
+"""The device's local database: pinned contacts, verified device lists, history, seen ids.
+
+Plain SQLite (stdlib ``sqlite3``) in WAL mode, one file per device home, mode 0600. The rules
+that guard against a lying server live here, next to the data they protect:
+
+* pinning: the first account key seen for a handle is kept; a different key later raises
+  ``KeyChanged`` naming the handle (trust-on-first-use until a fuller trust flow exists);
+* no rollback: a device list with a lower version than the stored one is refused, and so is a
+  different list under the same version (a server showing two faces);
+* de-duplication: a received message id is recorded together with its history row, in one
+  transaction, so a redelivered message is recognised even after a crash.
+
+The schema version is ``PRAGMA user_version``; a file written by a newer mailslot is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from mailslot.client.models import HistoryEntry
+from mailslot.errors import ConfigError, KeyChanged, SchemaTooNew, VerificationError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE contacts (
+    handle TEXT PRIMARY KEY,
+    account_key BLOB NOT NULL,
+    first_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE device_lists (
+    handle TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    signed BLOB NOT NULL
+);
+CREATE TABLE messages (
+    message_id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    sender_device TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    accepted_at_ms INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    stored_at_ms INTEGER NOT NULL
+);
+CREATE TABLE message_members (
+    message_id TEXT NOT NULL REFERENCES messages(message_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    handle TEXT NOT NULL,
+    PRIMARY KEY (message_id, position)
+);
+CREATE INDEX message_members_handle ON message_members (handle, message_id);
+CREATE TABLE seen_ids (
+    message_id TEXT PRIMARY KEY,
+    seen_at_ms INTEGER NOT NULL
+);
+"""
+
+
+class Store:
+    """One device's SQLite database; every public method is one transaction."""
+
+    FILENAME = "store.sqlite3"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, home: Path) -> Store:
+        """Open (creating if needed) the store in ``home`` and bring its schema up to date."""
+        path = home / cls.FILENAME
+        try:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                store = cls(conn)
+                store._migrate()
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the local database {path}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot open the local database {path}: {exc.strerror}") from exc
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the local database has schema {version}; this mailslot knows {SCHEMA_VERSION}"
+            )
+        if version == 0:
+            with self._tx() as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # --- contacts ----------------------------------------------------------------------------
+
+    def pinned_key(self, handle: str) -> bytes | None:
+        row = self._conn.execute("SELECT account_key FROM contacts WHERE handle = ?", (handle,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def pin(self, handle: str, account_key: bytes, now_ms: int) -> None:
+        """Pin ``account_key`` for ``handle`` on first sight; ``KeyChanged`` if it differs."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT account_key FROM contacts WHERE handle = ?", (handle,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO contacts (handle, account_key, first_seen_ms) VALUES (?, ?, ?)",
+                    (handle, account_key, now_ms),
+                )
+            elif bytes(row[0]) != account_key:
+                raise KeyChanged(
+                    f"the account key of {handle!r} differs from the one pinned on first "
+                    "contact; refusing to use it",
+                    details={"handle": handle},
+                )
+
+    # --- device lists ------------------------------------------------------------------------
+
+    def device_list(self, handle: str) -> tuple[int, bytes] | None:
+        """The stored (version, signed list bytes) of ``handle``, if any."""
+        row = self._conn.execute(
+            "SELECT version, signed FROM device_lists WHERE handle = ?", (handle,)
+        ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def save_device_list(self, handle: str, version: int, signed: bytes) -> None:
+        """Store a verified list; refuse a lower version, or other bytes under the same one."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT version, signed FROM device_lists WHERE handle = ?", (handle,)
+            ).fetchone()
+            if row is not None:
+                _check_not_rollback(handle, int(row[0]), bytes(row[1]), version, signed)
+            conn.execute(
+                "INSERT INTO device_lists (handle, version, signed) VALUES (?, ?, ?) "
+                "ON CONFLICT (handle) DO UPDATE SET version = excluded.version, "
+                "signed = excluded.signed",
+                (handle, version, signed),
+            )
+
+    # --- history and de-duplication ----------------------------------------------------------
+
+    def is_seen(self, message_id: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM seen_ids WHERE message_id = ?", (message_id,)).fetchone()
+        return row is not None
+
+    def add_message(self, entry: HistoryEntry) -> bool:
+        """Record a message in history and as seen; False (and no change) if already seen."""
+        with self._tx() as conn:
+            seen = conn.execute("SELECT 1 FROM seen_ids WHERE message_id = ?", (entry.id,)).fetchone()
+            if seen is not None:
+                return False
+            conn.execute(
+                "INSERT INTO seen_ids (message_id, seen_at_ms) VALUES (?, ?)",
+                (entry.id, entry.stored_at_ms),
+            )
+            _insert_message(conn, entry)
+        return True
+
+    def history(self, handle: str | None = None) -> list[HistoryEntry]:
+        """Messages oldest first; with ``handle``, only conversations that include it."""
+        query = "SELECT * FROM messages"
+        args: tuple[str, ...] = ()
+        if handle is not None:
+            query += " WHERE message_id IN (SELECT message_id FROM message_members WHERE handle = ?)"
+            args = (handle,)
+        query += " ORDER BY sent_at_ms, accepted_at_ms, stored_at_ms, message_id"
+        rows = self._conn.execute(query, args).fetchall()
+        return [self._entry(row) for row in rows]
+
+    def _entry(self, row: tuple[object, ...]) -> HistoryEntry:
+        message_id, sender, device, sent, accepted, text, direction, stored = row
+        members = self._conn.execute(
+            "SELECT handle FROM message_members WHERE message_id = ? ORDER BY position",
+            (message_id,),
+        ).fetchall()
+        return HistoryEntry(
+            id=str(message_id),
+            members=tuple(str(m[0]) for m in members),
+            sender=str(sender),
+            sender_device=str(device),
+            sent_at_ms=int(str(sent)),
+            accepted_at_ms=int(str(accepted)),
+            text=str(text),
+            direction="out" if direction == "out" else "in",
+            stored_at_ms=int(str(stored)),
+        )
+
+
+def _check_not_rollback(handle: str, stored_version: int, stored: bytes, version: int, signed: bytes) -> None:
+    if version < stored_version:
+        raise VerificationError(
+            f"the server offered version {version} of {handle!r}'s device list, older than "
+            f"version {stored_version} already seen; refusing the rollback"
+        )
+    if version == stored_version and signed != stored:
+        raise VerificationError(
+            f"the server offered a different device list for {handle!r} under the same "
+            f"version {version}; refusing it"
+        )
+
+
+def _insert_message(conn: sqlite3.Connection, entry: HistoryEntry) -> None:
+    conn.execute(
+        "INSERT INTO messages (message_id, sender, sender_device, sent_at_ms, accepted_at_ms, "
+        "text, direction, stored_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            entry.id,
+            entry.sender,
+            entry.sender_device,
+            entry.sent_at_ms,
+            entry.accepted_at_ms,
+            entry.text,
+            entry.direction,
+            entry.stored_at_ms,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO message_members (message_id, position, handle) VALUES (?, ?, ?)",
+        [(entry.id, i, member) for i, member in enumerate(entry.members)],
+    )
