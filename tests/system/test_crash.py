@@ -23,8 +23,8 @@ from tests.conftest import make_data_dir
 pytestmark = pytest.mark.slow
 PASS = b"crash test"
 KDF = KdfParams(log2_n=12)
-BURST = 300
-KILL_AFTER_ACKS = 60
+BURST = 120
+KILL_AFTER_ACKS = 50
 
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

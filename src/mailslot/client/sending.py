@@ -10,16 +10,20 @@ the ghost device the signed lists exist to keep out, and the send fails instead.
 
 from __future__ import annotations
 
+import asyncio
+
 from mailslot.client.models import HistoryEntry, SentMessage
 from mailslot.client.session import Session
 from mailslot.client.transport import now_ms
-from mailslot.errors import DeviceMismatch, InputError
+from mailslot.errors import DeviceMismatch, InputError, NetworkError
 from mailslot.protocol import crypto, wire
 from mailslot.protocol.device_list import DeviceList
 from mailslot.protocol.identity import MESSAGE_ID_SIZE, check_handle
 from mailslot.protocol.message import KIND_TEXT, MAX_MEMBERS, Content, members_of, seal_message
 
 MAX_TRIES = 3
+# Waits before re-posting after a dropped connection; the same message id makes it safe.
+NETWORK_RETRY_DELAYS_S = (0.2, 1.0)
 
 
 def _recipients(session: Session, recipients: list[str]) -> list[str]:
@@ -85,7 +89,7 @@ async def send_text(session: Session, recipients: list[str], text: str) -> SentM
             keys={device.hex(): key for device, key in sealed.wrapped_keys.items()},
         )
         try:
-            response = await session.transport.call("POST", "/v1/messages", wire.SendResponse, body=request)
+            response = await _post(session, request)
         except DeviceMismatch as exc:
             if attempt == MAX_TRIES:
                 raise
@@ -93,6 +97,20 @@ async def send_text(session: Session, recipients: list[str], text: str) -> SentM
             continue
         return _record_sent(session, content, response)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _post(session: Session, request: wire.SendRequest) -> wire.SendResponse:
+    """POST the send, re-posting it after a dropped connection.
+
+    The server may have committed a send whose answer was lost; re-posting the same message id
+    is answered with the first acceptance, so the recipient still sees the message once.
+    """
+    for delay in NETWORK_RETRY_DELAYS_S:
+        try:
+            return await session.transport.call("POST", "/v1/messages", wire.SendResponse, body=request)
+        except NetworkError:
+            await asyncio.sleep(delay)
+    return await session.transport.call("POST", "/v1/messages", wire.SendResponse, body=request)
 
 
 def _record_sent(session: Session, content: Content, response: wire.SendResponse) -> SentMessage:
