@@ -17,6 +17,7 @@ import uvicorn
 from mailslot.errors import ConfigError
 from mailslot.server.app import create_app
 from mailslot.server.config import ServerConfig
+from mailslot.server.storage import open_storage
 from mailslot.server.storage.base import Storage
 
 
@@ -57,8 +58,17 @@ def url_of(config: ServerConfig, sock: socket.socket) -> str:
     return f"{'https' if config.tls else 'http'}://{shown}:{port}"
 
 
+async def check_storage(config: ServerConfig) -> None:
+    """Open and close the database once, so a bad URL or a newer schema stops the server with
+    a clear error before it listens (rather than as a failed ASGI lifespan)."""
+    store = open_storage(config.storage_url, synchronous=config.sqlite_synchronous)
+    await store.open()
+    await store.close()
+
+
 def serve(config: ServerConfig, log_level: str = "info") -> None:
     """Serve in the foreground until interrupted."""
+    asyncio.run(check_storage(config))
     sock = bind(config.host, config.port)
     server = uvicorn.Server(_uvicorn_config(config, None, log_level))
     logging.getLogger("mailslot.server").info("mailslot listening on %s", url_of(config, sock))

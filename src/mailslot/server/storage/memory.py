@@ -1,0 +1,258 @@
+"""An in-memory store for unit tests, with exactly the semantics of the SQLite store.
+
+Every method runs to completion without awaiting, so on one event loop each is atomic; each
+checks everything that can fail before it changes anything, so a failed call changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import islice
+
+from mailslot.errors import (
+    ConflictError,
+    HandleTaken,
+    MessageIdConflict,
+    NotFoundError,
+    QueueFull,
+    StaleDeviceList,
+    UnknownHandle,
+)
+from mailslot.server.storage.base import (
+    AccountRow,
+    DeviceRow,
+    NewMessage,
+    QueueEntry,
+    Storage,
+    StoredSend,
+)
+from mailslot.server.storage.migrations import LATEST_VERSION
+
+__all__ = ["MemoryStorage"]
+
+
+@dataclass
+class _Body:
+    """A stored message and the devices whose queues still hold it."""
+
+    message: NewMessage
+    holders: set[bytes] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    seq: int
+    message_id: bytes
+    wrapped_key: bytes
+
+
+@dataclass
+class _Link:
+    request: bytes
+    expires_at_ms: int
+    response: bytes | None = None
+
+
+class MemoryStorage(Storage):
+    """Dictionaries in one process, gone with the object."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, AccountRow] = {}
+        self._devices: dict[bytes, DeviceRow] = {}
+        self._devices_by_handle: dict[str, set[bytes]] = {}
+        self._bodies: dict[bytes, _Body] = {}
+        # device id -> message id -> entry; insertion order is seq order, as seq only grows.
+        self._queues: dict[bytes, dict[bytes, _Entry]] = {}
+        self._links: dict[bytes, _Link] = {}
+        self._last_seq = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Nothing to connect to; the schema is the code."""
+
+    async def close(self) -> None:
+        """Nothing to release; the data lives as long as the object."""
+
+    async def schema_version(self) -> int:
+        return LATEST_VERSION
+
+    # --- accounts and devices ----------------------------------------------------------------
+    async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
+        if account.handle in self._accounts:
+            raise HandleTaken(f"handle {account.handle!r} is taken")
+        self._check_unowned(account.handle, devices)
+        self._accounts[account.handle] = account
+        self._devices_by_handle[account.handle] = set()
+        self._add_devices(devices)
+
+    async def get_account(self, handle: str) -> AccountRow | None:
+        return self._accounts.get(handle)
+
+    async def replace_devices(
+        self,
+        handle: str,
+        expected_version: int,
+        new_version: int,
+        device_list: bytes,
+        devices: list[DeviceRow],
+    ) -> list[bytes]:
+        account = self._accounts.get(handle)
+        if account is None:
+            raise UnknownHandle(f"no account {handle!r}")
+        if account.list_version != expected_version:
+            raise StaleDeviceList(f"device list is at version {account.list_version}, not {expected_version}")
+        self._check_unowned(handle, devices)
+        self._accounts[handle] = AccountRow(
+            handle,
+            account.account_key,
+            new_version,
+            device_list,
+            account.created_at_ms,
+            account.disabled,
+        )
+        kept = {device.device_id for device in devices}
+        removed = sorted(self._devices_by_handle[handle] - kept)
+        for device_id in removed:
+            self._drop_device(device_id)
+        self._add_devices(devices)
+        return removed
+
+    async def get_device(self, device_id: bytes) -> DeviceRow | None:
+        return self._devices.get(device_id)
+
+    async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
+        return {
+            handle: set(self._devices_by_handle[handle])
+            for handle in handles
+            if handle in self._devices_by_handle
+        }
+
+    # --- relay -------------------------------------------------------------------------------
+    async def store_message(self, message: NewMessage, max_queue: int) -> StoredSend:
+        stored = self._bodies.get(message.message_id)
+        if stored is not None:
+            return _replay(stored.message, message)
+        for device_id in message.keys:
+            if len(self._queues.get(device_id, ())) >= max_queue:
+                raise QueueFull(
+                    f"device {device_id.hex()} has {max_queue} queued messages",
+                    details={"device": device_id.hex()},
+                )
+        self._bodies[message.message_id] = _Body(message, set(message.keys))
+        for device_id, wrapped_key in message.keys.items():
+            self._last_seq += 1
+            queue = self._queues.setdefault(device_id, {})
+            queue[message.message_id] = _Entry(self._last_seq, message.message_id, wrapped_key)
+        return StoredSend(
+            True,
+            message.sender,
+            message.sender_device,
+            message.accepted_at_ms,
+            len(message.keys),
+        )
+
+    async def fetch_queue(self, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
+        entries = self._queues.get(device_id, {}).values()
+        later = (entry for entry in entries if entry.seq > after_seq)
+        return [self._entry(entry) for entry in islice(later, max(limit, 0))]
+
+    async def ack(self, device_id: bytes, message_ids: list[bytes]) -> int:
+        queue = self._queues.get(device_id, {})
+        deleted = [mid for mid in dict.fromkeys(message_ids) if queue.pop(mid, None) is not None]
+        self._release(device_id, deleted)
+        return len(deleted)
+
+    async def queue_depth(self, device_id: bytes) -> int:
+        return len(self._queues.get(device_id, ()))
+
+    async def message_exists(self, message_id: bytes) -> bool:
+        return message_id in self._bodies
+
+    async def expire(self, now_ms: int) -> int:
+        expired = [
+            (message_id, body)
+            for message_id, body in self._bodies.items()
+            if body.message.expires_at_ms <= now_ms
+        ]
+        count = 0
+        for message_id, body in expired:
+            for device_id in body.holders:
+                del self._queues[device_id][message_id]
+            count += len(body.holders)
+            del self._bodies[message_id]
+        return count
+
+    # --- device linking ----------------------------------------------------------------------
+    async def create_link(self, link_id: bytes, request: bytes, expires_at_ms: int) -> None:
+        if link_id in self._links:
+            raise ConflictError(f"link {link_id.hex()} already exists")
+        self._links[link_id] = _Link(request, expires_at_ms)
+
+    async def get_link(self, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
+        link = self._live_link(link_id, now_ms)
+        return None if link is None else (link.request, link.response)
+
+    async def respond_link(self, link_id: bytes, response: bytes, now_ms: int) -> None:
+        link = self._live_link(link_id, now_ms)
+        if link is None:
+            raise NotFoundError(f"no pending link {link_id.hex()}")
+        if link.response is not None:
+            raise ConflictError(f"link {link_id.hex()} was already answered")
+        link.response = response
+
+    async def expire_links(self, now_ms: int) -> int:
+        expired = [lid for lid, link in self._links.items() if link.expires_at_ms <= now_ms]
+        for link_id in expired:
+            del self._links[link_id]
+        return len(expired)
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _check_unowned(self, handle: str, devices: Iterable[DeviceRow]) -> None:
+        """``ConflictError`` if a device id already belongs to another account."""
+        for device in devices:
+            owner = self._devices.get(device.device_id)
+            if owner is not None and owner.handle != handle:
+                raise ConflictError(f"device {device.device_id.hex()} belongs to another account")
+
+    def _add_devices(self, devices: Iterable[DeviceRow]) -> None:
+        for device in devices:
+            self._devices[device.device_id] = device
+            self._devices_by_handle[device.handle].add(device.device_id)
+
+    def _drop_device(self, device_id: bytes) -> None:
+        """Forget a device, its queue, and any body only it still held."""
+        device = self._devices.pop(device_id)
+        self._devices_by_handle[device.handle].discard(device_id)
+        self._release(device_id, list(self._queues.pop(device_id, {})))
+
+    def _release(self, device_id: bytes, message_ids: Iterable[bytes]) -> None:
+        """The device no longer holds these messages; delete bodies nobody holds."""
+        for message_id in message_ids:
+            body = self._bodies[message_id]
+            body.holders.discard(device_id)
+            if not body.holders:
+                del self._bodies[message_id]
+
+    def _live_link(self, link_id: bytes, now_ms: int) -> _Link | None:
+        link = self._links.get(link_id)
+        return link if link is not None and link.expires_at_ms > now_ms else None
+
+    def _entry(self, entry: _Entry) -> QueueEntry:
+        message = self._bodies[entry.message_id].message
+        return QueueEntry(
+            entry.seq,
+            entry.message_id,
+            message.sender,
+            message.sender_device,
+            message.accepted_at_ms,
+            message.body,
+            entry.wrapped_key,
+        )
+
+
+def _replay(first: NewMessage, retry: NewMessage) -> StoredSend:
+    """The answer to a send whose id is already stored: the first acceptance, or a conflict."""
+    if (first.sender, first.sender_device) != (retry.sender, retry.sender_device):
+        raise MessageIdConflict(f"message id {retry.message_id.hex()} is used by another sender")
+    return StoredSend(False, first.sender, first.sender_device, first.accepted_at_ms, len(first.keys))
