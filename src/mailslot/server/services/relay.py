@@ -43,6 +43,8 @@ class Relay:
 
     def _recipients(self, sender: DeviceRow, recipients: list[str]) -> list[str]:
         handles = sorted({check_handle(h) for h in recipients} - {sender.handle})
+        if not handles:
+            raise InputError("name at least one recipient other than the sender")
         if len(handles) > self._config.max_recipients:
             raise InputError(f"at most {self._config.max_recipients} recipients per message")
         return handles

@@ -83,7 +83,8 @@ class Storage(abc.ABC):
     # --- accounts and devices ----------------------------------------------------------------
     @abc.abstractmethod
     async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
-        """Insert an account and its first devices; ``HandleTaken`` if the handle exists."""
+        """Insert an account and its first devices; ``HandleTaken`` if the handle exists,
+        ``ConflictError`` if a device id belongs to another account (nothing changes)."""
 
     @abc.abstractmethod
     async def get_account(self, handle: str) -> AccountRow | None: ...
@@ -95,8 +96,10 @@ class Storage(abc.ABC):
     ) -> list[bytes]:
         """Swap in a new signed list if the stored version is still ``expected_version``.
 
-        Raises ``StaleDeviceList`` otherwise (a concurrent update won). Queue entries of devices
-        that left the list are deleted with them. Returns the ids of the removed devices.
+        Raises ``StaleDeviceList`` otherwise (a concurrent update won), ``UnknownHandle`` for an
+        unknown handle, ``ConflictError`` if a device id belongs to another account. Queue
+        entries of devices that left the list are deleted with them, and bodies only they still
+        held. Returns the ids of the removed devices, sorted.
         """
 
     @abc.abstractmethod
@@ -104,7 +107,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
-        """Current device ids of each known handle (unknown handles are absent)."""
+        """Current device ids of each known handle (unknown handles are absent; a known account
+        with no devices maps to an empty set)."""
 
     # --- relay -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -112,14 +116,18 @@ class Storage(abc.ABC):
         """Commit the body and every queue entry together, or nothing.
 
         Idempotent on ``message_id``: if it is already stored from the same sender device, store
-        nothing and return the first acceptance (``created=False``); from another sender raise
+        nothing and return the first acceptance and its device count (``created=False``); from
+        another sender raise
         ``MessageIdConflict``. Raise ``QueueFull`` (details: ``device``) if any recipient device
         already holds ``max_queue`` entries.
         """
 
     @abc.abstractmethod
     async def fetch_queue(self, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
-        """Up to ``limit`` entries of the device with ``seq > after_seq``, in ``seq`` order."""
+        """Up to ``limit`` entries of the device with ``seq > after_seq``, in ``seq`` order.
+
+        Entries past their expiry are returned until the sweeper deletes them: expiry frees
+        space, it is not a promise that old mail is withheld."""
 
     @abc.abstractmethod
     async def ack(self, device_id: bytes, message_ids: list[bytes]) -> int:
@@ -142,7 +150,8 @@ class Storage(abc.ABC):
     # --- device linking ----------------------------------------------------------------------
     @abc.abstractmethod
     async def create_link(self, link_id: bytes, request: bytes, expires_at_ms: int) -> None:
-        """Store a link request; ``ConflictError`` if the id is taken."""
+        """Store a link request; ``ConflictError`` if the id is taken (an expired session keeps
+        its id until ``expire_links`` removes it)."""
 
     @abc.abstractmethod
     async def get_link(self, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
