@@ -72,6 +72,11 @@ class Content:
             raise InputError(f"a conversation has at most {MAX_MEMBERS} members")
         if len(self.message_id) != MESSAGE_ID_SIZE or len(self.sender_device) != DEVICE_ID_SIZE:
             raise InputError("malformed message or device id")
+        if self.kind == KIND_TEXT:
+            try:
+                self.body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError("a text message body is UTF-8") from exc
 
     @property
     def text(self) -> str:
@@ -180,6 +185,8 @@ class _SignedContent:
 
 
 def _decrypt(keys: DeviceKeys, env: Envelope) -> _SignedContent:
+    if len(env.message_id) != MESSAGE_ID_SIZE or len(env.sender_device) != DEVICE_ID_SIZE:
+        raise VerificationError("malformed routing data")
     info = wrap_info(env.message_id, keys.device_id, env.sender_device, env.body)
     content_key = crypto.hpke_open(keys.kem_seed, env.wrapped_key, info)
     if len(content_key) != crypto.AEAD_KEY_SIZE or len(env.body) < crypto.AEAD_NONCE_SIZE:
