@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mailslot.protocol.message import Content
+
 Direction = Literal["in", "out"]
 
 
@@ -53,3 +55,20 @@ class HistoryEntry:
     text: str
     direction: Direction
     stored_at_ms: int
+
+    @classmethod
+    def of(
+        cls, content: Content, accepted_at_ms: int, direction: Direction, stored_at_ms: int
+    ) -> HistoryEntry:
+        """The history entry for a message's verified (or own) content."""
+        return cls(
+            id=content.message_id.hex(),
+            members=content.members,
+            sender=content.sender,
+            sender_device=content.sender_device.hex(),
+            sent_at_ms=content.sent_at_ms,
+            accepted_at_ms=accepted_at_ms,
+            text=content.text,
+            direction=direction,
+            stored_at_ms=stored_at_ms,
+        )

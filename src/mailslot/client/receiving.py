@@ -133,11 +133,11 @@ class Receiver:
             content = open_message(
                 self._session.secrets.device, self._session.secrets.handle, envelope, sender_list
             )
-            text = _text_of(content)
+            _text_of(content)
         except MessageRejected as exc:
             log.warning("dropped message %s from %s: %s", delivery.message_id, delivery.sender, exc.reason)
             return None
-        return self._store(content, text, delivery.accepted_at)
+        return self._store(content, delivery.accepted_at)
 
     async def _sender_list(self, envelope: Envelope) -> DeviceList:
         """The sender's verified list, fetched again once if the sender device is not in it."""
@@ -156,19 +156,9 @@ class Receiver:
             raise _Hold from exc
         return sender_list
 
-    def _store(self, content: Content, text: str, accepted_at_ms: int) -> ReceivedMessage | None:
+    def _store(self, content: Content, accepted_at_ms: int) -> ReceivedMessage | None:
         own = content.sender == self._session.secrets.handle
-        entry = HistoryEntry(
-            id=content.message_id.hex(),
-            members=content.members,
-            sender=content.sender,
-            sender_device=content.sender_device.hex(),
-            sent_at_ms=content.sent_at_ms,
-            accepted_at_ms=accepted_at_ms,
-            text=text,
-            direction="out" if own else "in",
-            stored_at_ms=now_ms(),
-        )
+        entry = HistoryEntry.of(content, accepted_at_ms, "out" if own else "in", now_ms())
         if not self._session.store.add_message(entry):
             return None
         return ReceivedMessage(
@@ -193,7 +183,8 @@ def _envelope(delivery: wire.Delivery) -> Envelope:
 
 
 def _text_of(content: Content) -> str:
-    """The text of a verified content; any other kind is rejected (nothing else exists yet)."""
+    """The text of a verified content; any other kind is rejected (nothing else exists yet),
+    before anything is stored."""
     try:
         return content.text
     except (InputError, UnicodeDecodeError) as exc:

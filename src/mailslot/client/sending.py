@@ -114,17 +114,7 @@ async def _post(session: Session, request: wire.SendRequest) -> wire.SendRespons
 
 
 def _record_sent(session: Session, content: Content, response: wire.SendResponse) -> SentMessage:
-    entry = HistoryEntry(
-        id=content.message_id.hex(),
-        members=content.members,
-        sender=content.sender,
-        sender_device=content.sender_device.hex(),
-        sent_at_ms=content.sent_at_ms,
-        accepted_at_ms=response.accepted_at,
-        text=content.body.decode("utf-8"),
-        direction="out",
-        stored_at_ms=now_ms(),
-    )
+    entry = HistoryEntry.of(content, response.accepted_at, "out", now_ms())
     session.store.add_message(entry)
     return SentMessage(
         id=entry.id,

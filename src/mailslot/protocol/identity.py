@@ -42,26 +42,24 @@ def device_id_for(sign_public: bytes) -> bytes:
     return crypto.sha256(labels.DEVICE_ID + sign_public)[:DEVICE_ID_SIZE]
 
 
-def parse_device_id(text: str) -> bytes:
-    """Parse a device id written as 32 hex digits."""
+def _parse_hex_id(text: str, what: str, size: int) -> bytes:
     try:
         raw = bytes.fromhex(text)
     except ValueError as exc:
-        raise InputError(f"invalid device id {text!r}") from exc
-    if len(raw) != DEVICE_ID_SIZE:
-        raise InputError(f"invalid device id {text!r}: expected 32 hex digits")
+        raise InputError(f"invalid {what} {text!r}") from exc
+    if len(raw) != size:
+        raise InputError(f"invalid {what} {text!r}: expected {2 * size} hex digits")
     return raw
+
+
+def parse_device_id(text: str) -> bytes:
+    """Parse a device id written as 32 hex digits."""
+    return _parse_hex_id(text, "device id", DEVICE_ID_SIZE)
 
 
 def parse_message_id(text: str) -> bytes:
     """Parse a message id written as 32 hex digits."""
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError as exc:
-        raise InputError(f"invalid message id {text!r}") from exc
-    if len(raw) != MESSAGE_ID_SIZE:
-        raise InputError(f"invalid message id {text!r}: expected 32 hex digits")
-    return raw
+    return _parse_hex_id(text, "message id", MESSAGE_ID_SIZE)
 
 
 @dataclass(frozen=True)
