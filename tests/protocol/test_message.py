@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from mailslot.errors import DecodeError, InputError, MessageRejected
 from mailslot.protocol import crypto, labels
+from mailslot.protocol.attachment import RichBody
 from mailslot.protocol.encoding import Writer, decode
 from mailslot.protocol.identity import DeviceKeys
 from mailslot.protocol.message import (
+    KIND_RICH,
     KIND_TEXT,
     MAX_MEMBERS,
     Content,
@@ -34,7 +36,7 @@ IDS = st.binary(min_size=16, max_size=16)
 U64 = st.integers(0, 2**64 - 1)
 BODIES = st.one_of(
     st.tuples(st.just(KIND_TEXT), st.text(max_size=300).map(str.encode)),
-    st.tuples(st.integers(0, 255).filter(lambda k: k != KIND_TEXT), st.binary(max_size=300)),
+    st.tuples(st.just(KIND_RICH), st.text(max_size=300).map(lambda t: RichBody(t, ()).to_bytes())),
 )
 CRYPTO = settings(max_examples=30, deadline=None)
 REJECTED = "message rejected"
@@ -77,11 +79,20 @@ def test_content_round_trip(sender, others, device_id, message_id, sent_at, kind
     members = members_of(sender, others)
     content = Content(sender, device_id, members, message_id, sent_at, kind, body)
     assert decode(content.to_bytes(), Content.read) == content
-    if kind == KIND_TEXT:
-        assert content.text.encode() == body
-    else:
-        with pytest.raises(InputError):
-            _ = content.text
+    expected = body.decode() if kind == KIND_TEXT else RichBody.from_bytes(body).text
+    assert content.text == expected
+    assert content.rich.attachments == ()
+
+
+@pytest.mark.parametrize("kind", [0, 3, 255])
+def test_unknown_kinds_are_refused(kind: int) -> None:
+    with pytest.raises(InputError):
+        Content("alice", b"d" * 16, ("alice",), b"m" * 16, 0, kind, b"")
+
+
+def test_rich_body_must_parse() -> None:
+    with pytest.raises(InputError):
+        Content("alice", b"d" * 16, ("alice",), b"m" * 16, 0, KIND_RICH, b"not a rich body")
 
 
 @given(st.data())
@@ -122,13 +133,11 @@ def test_content_invariants(sender, members, device, message_id) -> None:
 def test_text_content_must_be_utf8(body: bytes) -> None:
     with pytest.raises(InputError):
         Content("alice", b"d" * 16, ("alice",), b"m" * 16, 0, KIND_TEXT, body)
-    # The same bytes are refused when they arrive encoded, and other kinds may hold any bytes.
-    raw = Content("alice", b"d" * 16, ("alice",), b"m" * 16, 0, 2, body)
-    encoded = raw.to_bytes()
-    kind_at = len(encoded) - 4 - len(body) - 1
-    assert encoded[kind_at] == 2
+    # The same bytes are refused when they arrive encoded.
+    valid = Content("alice", b"d" * 16, ("alice",), b"m" * 16, 0, KIND_TEXT, b"x" * len(body))
+    encoded = valid.to_bytes()
     with pytest.raises(DecodeError):
-        decode(encoded[:kind_at] + bytes([KIND_TEXT]) + encoded[kind_at + 1 :], Content.read)
+        decode(encoded[: len(encoded) - len(body)] + body, Content.read)
 
 
 def test_members_of_is_sorted_and_unique() -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from mailslot.errors import DecodeError, InputError, MessageRejected, VerificationError
 from mailslot.protocol import crypto, labels
+from mailslot.protocol.attachment import RichBody
 from mailslot.protocol.device_list import DeviceList
 from mailslot.protocol.encoding import Reader, Writer, decode
 from mailslot.protocol.identity import (
@@ -44,6 +45,8 @@ from mailslot.protocol.identity import (
 )
 
 KIND_TEXT = 1
+KIND_RICH = 2  # body is a RichBody: text plus attachment references (protocol/attachment.py)
+KINDS = frozenset({KIND_TEXT, KIND_RICH})
 MAX_MEMBERS = 64
 MAX_BODY = 64 * 1024 * 1024
 
@@ -72,17 +75,32 @@ class Content:
             raise InputError(f"a conversation has at most {MAX_MEMBERS} members")
         if len(self.message_id) != MESSAGE_ID_SIZE or len(self.sender_device) != DEVICE_ID_SIZE:
             raise InputError("malformed message or device id")
+        if self.kind not in KINDS:
+            raise InputError("unknown message kind")
         if self.kind == KIND_TEXT:
             try:
                 self.body.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError("a text message body is UTF-8") from exc
+        if self.kind == KIND_RICH:
+            try:
+                RichBody.from_bytes(self.body)
+            except DecodeError as exc:
+                raise InputError(exc.message) from exc
 
     @property
     def text(self) -> str:
-        if self.kind != KIND_TEXT:
-            raise InputError("not a text message")
+        """The message text (for a rich message, its inline text)."""
+        if self.kind == KIND_RICH:
+            return self.rich.text
         return self.body.decode("utf-8")
+
+    @property
+    def rich(self) -> RichBody:
+        """Text and attachments; a plain text message is a rich body without attachments."""
+        if self.kind == KIND_TEXT:
+            return RichBody(self.body.decode("utf-8"), ())
+        return RichBody.from_bytes(self.body)
 
     def to_bytes(self) -> bytes:
         w = Writer().var(labels.CONTENT).text(self.sender).fixed(self.sender_device, DEVICE_ID_SIZE)
