@@ -52,18 +52,19 @@ class _Session:
             waiter.cancel()
 
     async def read_acks(self) -> None:
-        while True:
-            try:
-                text = await self.ws.receive_text()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            try:
-                frame = wire.decode(text, wire.WsAck)
-                deleted = await self.node.relay.ack(self.device, wire.AckRequest(frame.message_ids))
-            except InputError as exc:
-                await self.send(wire.WsError(exc.code, exc.message))
-                continue
-            await self.send(wire.WsAcked(deleted))
+        """Take ack frames until the client goes away (then return, never raise)."""
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while True:
+                await self._answer(await self.ws.receive_text())
+
+    async def _answer(self, text: str) -> None:
+        try:
+            frame = wire.decode(text, wire.WsAck)
+            deleted = await self.node.relay.ack(self.device, wire.AckRequest(frame.message_ids))
+        except InputError as exc:
+            await self.send(wire.WsError(exc.code, exc.message))
+            return
+        await self.send(wire.WsAcked(deleted))
 
 
 async def _authenticate(ws: WebSocket) -> DeviceRow | None:
