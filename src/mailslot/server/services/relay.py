@@ -55,13 +55,18 @@ class Relay:
             raise InputError("a wrapped key is too large")
         return keys
 
-    async def _check_devices(self, sender: DeviceRow, handles: list[str], given: set[bytes]) -> None:
+    async def _check_devices(
+        self, sender: DeviceRow, handles: list[str], given: set[bytes], message_id: bytes
+    ) -> None:
+        """Refuse a send that does not cover exactly the current device set, unless it is the
+        retry of a send already accepted (the lists may have changed since, and the retry must
+        still get the first answer)."""
         current = await self._store.devices_of([*handles, sender.handle])
         unknown = [h for h in handles if h not in current]
         if unknown:
             raise UnknownHandle(f"no account {', '.join(unknown)}", details={"handles": unknown})
         expected = set().union(*(current[h] for h in handles)) | (current[sender.handle] - {sender.device_id})
-        if expected != given:
+        if expected != given and not await self._store.message_exists(message_id):
             await self._mismatch(expected, given, [*handles, sender.handle])
 
     async def _mismatch(self, expected: set[bytes], given: set[bytes], handles: list[str]) -> None:
@@ -86,8 +91,7 @@ class Relay:
             raise TooLarge(f"message body exceeds {self._config.max_body_bytes} bytes")
         handles = self._recipients(sender, request.recipients)
         keys = self._keys(request)
-        if not await self._store.message_exists(message_id):
-            await self._check_devices(sender, handles, set(keys))
+        await self._check_devices(sender, handles, set(keys), message_id)
         message = NewMessage(
             message_id=message_id,
             sender=sender.handle,
