@@ -19,6 +19,7 @@ translated into these only at the I/O edge.
     │   └── MessageIdConflict       409  message id already used by another sender
     ├── LimitExceeded               429  configured limits
     │   ├── TooLarge                413
+    │   ├── QuotaExceeded           413  an account's blobs would pass its storage quota
     │   ├── RateLimited             429
     │   ├── QueueFull               429
     │   └── TooManyDevices          409
@@ -147,6 +148,13 @@ class TooLarge(LimitExceeded):
     http_status = 413
 
 
+class QuotaExceeded(LimitExceeded):
+    """The account's stored blobs would pass its storage quota."""
+
+    code = "quota_exceeded"
+    http_status = 413
+
+
 class RateLimited(LimitExceeded):
     """Too many requests from this device; slow down."""
 
@@ -249,8 +257,12 @@ def from_wire(status: int, body: Any) -> MailslotError:
             return VerificationError(message)
         return cls(message, details=details)
     by_status: dict[int, type[MailslotError]] = {
-        401: AuthenticationError, 403: ForbiddenError, 404: NotFoundError, 409: ConflictError,
-        413: TooLarge, 429: LimitExceeded,
+        401: AuthenticationError,
+        403: ForbiddenError,
+        404: NotFoundError,
+        409: ConflictError,
+        413: TooLarge,
+        429: LimitExceeded,
     }
     if status >= 500:
         return ServerError(f"server answered HTTP {status}")

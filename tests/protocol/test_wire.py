@@ -40,6 +40,8 @@ VALUES: dict[type[Any], st.SearchStrategy[Any]] = {
     wire.LinkRequestBody: st.builds(wire.LinkRequestBody, BLOBS),
     wire.LinkResponseBody: st.builds(wire.LinkResponseBody, BLOBS),
     wire.LinkStatus: st.builds(wire.LinkStatus, st.sampled_from(["pending", "approved"]), st.none() | BLOBS),
+    wire.BlobCreate: st.builds(wire.BlobCreate, INTS),
+    wire.BlobInfo: st.builds(wire.BlobInfo, st.binary(min_size=32, max_size=32).map(bytes.hex), INTS, INTS, INTS),
     wire.WsDeliver: st.builds(wire.WsDeliver, DELIVERIES),
     wire.WsAck: st.builds(wire.WsAck, st.lists(HEX_IDS, max_size=4)),
     wire.WsAcked: st.builds(wire.WsAcked, INTS),

@@ -22,6 +22,8 @@ from mailslot.protocol.device_list import DeviceList, DeviceRecord, sign_device_
 from mailslot.protocol.identity import AccountKey, DeviceKeys
 from mailslot.protocol.message import KIND_TEXT, Content, members_of, seal_message
 
+PIECE_TYPE = "application/offset+octet-stream"
+
 
 def tls_context(ca: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca))
@@ -105,6 +107,49 @@ class Api:
             {d.hex(): key for d, key in sealed.wrapped_keys.items()},
         )
         return self.call("POST", "/v1/messages", device, body)
+
+    # --- blobs ---------------------------------------------------------------------------------
+    def create_blob(self, device: DeviceKeys, size: int) -> httpx.Response:
+        return self.call("POST", "/v1/blobs", device, wire.BlobCreate(size))
+
+    def blob_status(self, device: DeviceKeys, blob_id: str) -> httpx.Response:
+        return self.call("GET", f"/v1/blobs/{blob_id}/upload", device)
+
+    def patch_blob(
+        self,
+        device: DeviceKeys | None,
+        blob_id: str,
+        offset: int,
+        data: bytes,
+        *,
+        signed_body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One upload piece; ``signed_body`` signs other bytes than those sent (a forgery)."""
+        target = f"/v1/blobs/{blob_id}"
+        sent = {"content-type": PIECE_TYPE, "upload-offset": str(offset), **(headers or {})}
+        if device is not None and "authorization" not in sent:
+            sent["authorization"] = self.sign(
+                device, "PATCH", target, data if signed_body is None else signed_body
+            )
+        return self.http.request("PATCH", target, content=data, headers=sent)
+
+    def sign(self, device: DeviceKeys, method: str, target: str, body: bytes) -> str:
+        now = time.time_ns() // 10**6
+        return sign_request(device, method, target, body, now_ms=now, nonce=os.urandom(16)).to_header()
+
+    def upload(self, device: DeviceKeys, data: bytes, piece: int) -> str:
+        """Create a blob holding ``data`` and upload it in pieces; its id."""
+        created = self.create_blob(device, len(data))
+        assert created.status_code == 201, created.text
+        blob_id: str = created.json()["blob_id"]
+        for start in range(0, len(data), piece):
+            answer = self.patch_blob(device, blob_id, start, data[start : start + piece])
+            assert answer.status_code == 200, answer.text
+        return blob_id
+
+    def get_blob(self, blob_id: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return self.http.get(f"/v1/blobs/{blob_id}", headers=headers)
 
 
 def snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:

@@ -347,7 +347,9 @@ def test_removed_device_loses_its_queue(
     assert len(db(live_server)["queue"]) == 1
 
 
-def test_send_needs_a_recipient_other_than_the_sender(api: Api, live_server: LiveServer, alice: RawAccount) -> None:
+def test_send_needs_a_recipient_other_than_the_sender(
+    api: Api, live_server: LiveServer, alice: RawAccount
+) -> None:
     before = db(live_server)
     assert_error(api.send_text(alice, alice.devices[0], {}, "to nobody"), 400, "bad_request")
     assert db(live_server) == before

@@ -91,6 +91,23 @@ class LinkStatus(Wire):
     response: bytes | None = None
 
 
+class BlobCreate(Wire):
+    """Reserve a blob: ``size`` is the exact total of bytes the uploader will send."""
+
+    size: int
+
+
+class BlobInfo(Wire):
+    """A blob's upload state: the server-chosen ``blob_id`` (64 hex digits, the blob's only
+    address), the declared ``size``, the bytes committed so far (``offset``; the blob is
+    complete and readable when it equals ``size``) and ``expires_at`` (Unix milliseconds)."""
+
+    blob_id: str
+    size: int
+    offset: int
+    expires_at: int
+
+
 class WsDeliver(Wire, tag="message", tag_field="type"):
     delivery: Delivery
 

@@ -1,4 +1,5 @@
-"""The ASGI application: routes, error rendering, and the node's lifespan (storage, sweeper)."""
+"""The ASGI application: routes, error rendering, and the node's lifespan (storage, blob store,
+sweeper)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 
 from mailslot.errors import MailslotError, NotFoundError, ServerError
+from mailslot.server.blobs import BlobStore, open_blob_store
+from mailslot.server.bus import open_bus
 from mailslot.server.config import ServerConfig
 from mailslot.server.edge import error_response, json_response
 from mailslot.server.node import Node
@@ -44,35 +47,49 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 async def sweep_forever(node: Node) -> None:
-    """Delete expired queue entries, bodies and link sessions, every ``sweep_interval_s``."""
+    """Delete expired queue entries, bodies, link sessions and blobs (metadata first, then
+    bytes), every ``sweep_interval_s``."""
     while True:
         await asyncio.sleep(node.config.sweep_interval_s)
         try:
             now = node.now_ms()
             expired = await node.store.expire(now)
             await node.store.expire_links(now)
+            blobs = await node.blobs.expire(now)
             if expired:
                 log.info("expired %d undelivered queue entries", expired)
+            if blobs:
+                log.info("expired %d blobs", blobs)
         except Exception:
             log.exception("sweeper failed; retrying at the next interval")
 
 
-def create_app(config: ServerConfig, store: Storage | None = None) -> Starlette:
-    """The app for one node; ``store`` overrides the configured database (tests)."""
+def create_app(
+    config: ServerConfig, store: Storage | None = None, blob_store: BlobStore | None = None
+) -> Starlette:
+    """The app for one node; ``store`` and ``blob_store`` override the configured ones (tests)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         storage = store or open_storage(config.storage_url, synchronous=config.sqlite_synchronous)
+        blobs = blob_store or open_blob_store(config.blob_store_url)
+        bus = open_bus(config.bus_url)
         await storage.open()
-        node = Node(config, storage)
-        app.state.node = node
-        sweeper = asyncio.create_task(sweep_forever(node))
         try:
-            yield
+            await blobs.open()
+            await bus.open()  # an unreachable Redis does not stop the node: it polls instead
+            node = Node(config, storage, blobs, bus=bus)
+            app.state.node = node
+            sweeper = asyncio.create_task(sweep_forever(node))
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+                await bus.close()
+                await blobs.close()
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
             await storage.close()
 
     return Starlette(

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from mailslot.errors import ConfigError
+from mailslot.server.blobs import open_blob_store
 
 CONFIG_NAME = "config.toml"
 DAY_S = 24 * 3600
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,8 @@ class ServerConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8443
-    database_url: str = ""  # default: sqlite:///<data_dir>/mailslot.db
+    database_url: str = ""  # default: sqlite:///<data_dir>/mailslot.db; or postgresql://...
+    bus_url: str = "memory://"  # several nodes: redis://host:port/db?prefix=mailslot
     tls: bool = True
     tls_cert: str = "tls/cert.pem"
     tls_key: str = "tls/key.pem"
@@ -36,8 +39,17 @@ class ServerConfig:
     rate_per_device_per_s: float = 50.0
     rate_burst: int = 200
     sweep_interval_s: float = 60.0
+    # A WebSocket session re-checks its queue this often without a wake-up, and more often
+    # while the bus is down (wake-ups from other nodes may be lost then).
+    queue_recheck_s: float = 5.0
+    queue_recheck_bus_down_s: float = 1.0
     link_ttl_s: int = 600
     sqlite_synchronous: str = "FULL"
+    blob_url: str = ""  # default: file://<data_dir>/blobs
+    max_blob_bytes: int = 100 * MIB
+    blob_ttl_s: int = 30 * DAY_S
+    account_blob_quota_bytes: int = 1024 * MIB
+    blob_piece_bytes: int = 8 * MIB
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in {"FULL", "NORMAL"}:
@@ -50,15 +62,28 @@ class ServerConfig:
             "max_queue_per_device",
             "rate_burst",
             "link_ttl_s",
+            "max_blob_bytes",
+            "blob_ttl_s",
+            "account_blob_quota_bytes",
+            "blob_piece_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError("port must be 0-65535")
+        open_blob_store(self.blob_store_url)  # a bad blob_url stops the server before it starts
+        for name in ("queue_recheck_s", "queue_recheck_bus_down_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive")
 
     @property
     def storage_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'mailslot.db'}"
+
+    @property
+    def blob_store_url(self) -> str:
+        """Where blob bytes live: ``blob_url``, or the ``blobs`` folder of the data directory."""
+        return self.blob_url or (self.data_dir / "blobs").absolute().as_uri()
 
     @property
     def cert_path(self) -> Path:
@@ -70,7 +95,10 @@ class ServerConfig:
 
     @property
     def max_request_bytes(self) -> int:
-        """Largest request body: a base64 body plus one wrapped key per possible device."""
+        """Largest JSON request body: a base64 body plus one wrapped key per possible device.
+
+        Blob upload pieces (``PATCH /v1/blobs/{id}``) are streamed, not read whole, and have
+        their own limit, ``blob_piece_bytes``; this one does not apply to them."""
         per_device = 2 * 1024
         devices = (self.max_recipients + 1) * self.max_devices_per_account
         return self.max_body_bytes * 4 // 3 + devices * per_device + 64 * 1024

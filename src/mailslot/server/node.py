@@ -1,4 +1,4 @@
-"""One server node's parts, wired together: storage, bus, services, limits, clock."""
+"""One server node's parts, wired together: storage, blob store, bus, services, limits, clock."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailslot.server.authn import Authenticator
+from mailslot.server.blobs import BlobStore
 from mailslot.server.bus import InProcessBus, WakeupBus
 from mailslot.server.config import ServerConfig
 from mailslot.server.limits import RateLimiter
+from mailslot.server.services.blobs import Blobs
 from mailslot.server.services.directory import Directory
 from mailslot.server.services.links import Links
 from mailslot.server.services.relay import Relay
@@ -24,6 +26,7 @@ def wall_clock_ms() -> int:
 class Node:
     config: ServerConfig
     store: Storage
+    blob_store: BlobStore
     bus: WakeupBus = field(default_factory=InProcessBus)
     clock_ms: Callable[[], int] = wall_clock_ms
 
@@ -32,6 +35,7 @@ class Node:
         self.directory = Directory(self.store, self.config, self.bus)
         self.relay = Relay(self.store, self.config, self.bus)
         self.links = Links(self.store, self.config)
+        self.blobs = Blobs(self.store, self.blob_store, self.config)
         self.device_limiter = RateLimiter(self.config.rate_per_device_per_s, self.config.rate_burst)
         # Unauthenticated link requests are limited per client address instead.
         self.address_limiter = RateLimiter(1.0, 20)

@@ -65,7 +65,60 @@ _OPERATIONS: list[tuple[str, str, str, bool, type | None, int, type | None]] = [
     ("get", "/v1/links/{link_id}", "Read a link request", True, None, 200, wire.LinkRequestBody),
     ("post", "/v1/links/{link_id}/response", "Answer a link request", True, wire.LinkResponseBody, 201, None),
     ("get", "/v1/links/{link_id}/response", "Wait for a link answer", False, None, 200, wire.LinkStatus),
+    (
+        "post",
+        "/v1/blobs",
+        "Reserve a blob of a declared size (refused over the size limit or the account quota)",
+        True,
+        wire.BlobCreate,
+        201,
+        wire.BlobInfo,
+    ),
+    (
+        "get",
+        "/v1/blobs/{blob_id}/upload",
+        "A blob's committed offset: where to resume the upload",
+        True,
+        None,
+        200,
+        wire.BlobInfo,
+    ),
+    (
+        "patch",
+        "/v1/blobs/{blob_id}",
+        "Upload the next piece (raw bytes) at Upload-Offset",
+        True,
+        None,
+        200,
+        wire.BlobInfo,
+    ),
 ]
+
+_BYTES = {"type": "string", "format": "binary"}
+
+
+def _blob_operations() -> dict[str, dict[str, Any]]:
+    """What the JSON table cannot say: the raw bytes of an upload piece and of a download."""
+    error = {"application/json": {"schema": _ERROR}}
+    offset = {"name": "Upload-Offset", "in": "header", "required": True, "schema": {"type": "integer"}}
+    piece = {"required": True, "content": {"application/offset+octet-stream": {"schema": _BYTES}}}
+    download = {
+        "summary": "Download a complete blob; no authentication (its random id is the capability)",
+        "parameters": [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}}],
+        "responses": {
+            "200": {
+                "description": "the whole blob",
+                "content": {"application/octet-stream": {"schema": _BYTES}},
+            },
+            "206": {
+                "description": "one byte range",
+                "content": {"application/octet-stream": {"schema": _BYTES}},
+            },
+            "416": {"description": "range not satisfiable", "content": error},
+            "4XX": {"description": "client error", "content": error},
+        },
+    }
+    return {"patch": {"parameters": [offset], "requestBody": piece}, "get": download}
 
 
 def _ref(kind: type) -> dict[str, str]:
@@ -104,6 +157,10 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, summary, auth, req, status, resp in _OPERATIONS:
         paths.setdefault(path, {})[method] = _operation(summary, auth, req, status, resp)
+    blob_path = paths["/v1/blobs/{blob_id}"]
+    extra = _blob_operations()
+    blob_path["patch"].update(extra["patch"])
+    blob_path["get"] = extra["get"]
     return {
         "openapi": "3.1.0",
         "info": {"title": "mailslot", "version": __version__},

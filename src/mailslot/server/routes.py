@@ -11,6 +11,7 @@ from starlette.routing import Route
 from mailslot.errors import AuthenticationError, InputError
 from mailslot.protocol import wire
 from mailslot.server.authn import parse_header
+from mailslot.server.blob_routes import BLOB_ROUTES
 from mailslot.server.edge import authenticated, json_response, node_of, read_body, target_of
 from mailslot.server.openapi import openapi_document
 from mailslot.server.services.directory import parse_signed_list
@@ -139,4 +140,5 @@ ROUTES = [
     Route("/v1/links/{link_id}", get_link, methods=["GET"]),
     Route("/v1/links/{link_id}/response", respond_link, methods=["POST"]),
     Route("/v1/links/{link_id}/response", link_response, methods=["GET"]),
+    *BLOB_ROUTES,
 ]

@@ -23,7 +23,6 @@ from mailslot.server.storage.base import DeviceRow
 
 log = logging.getLogger("mailslot.server.ws")
 BATCH = 100
-RECHECK_S = 5.0
 
 
 class _Session:
@@ -48,8 +47,14 @@ class _Session:
             if len(entries) == BATCH:
                 continue
             waiter = asyncio.ensure_future(wakeup.wait())
-            await asyncio.wait({waiter, closed}, timeout=RECHECK_S, return_when=asyncio.FIRST_COMPLETED)
+            wait_s = self.recheck_s()
+            await asyncio.wait({waiter, closed}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+
+    def recheck_s(self) -> float:
+        """How long to wait for a wake-up before looking anyway: shorter while the bus is down."""
+        config = self.node.config
+        return config.queue_recheck_s if self.node.bus.connected else config.queue_recheck_bus_down_s
 
     async def read_acks(self) -> None:
         """Take ack frames until the client goes away (then return, never raise)."""

@@ -9,9 +9,11 @@ import pytest
 from mailslot.errors import (
     ConflictError,
     HandleTaken,
+    InputError,
     MessageIdConflict,
     NotFoundError,
     QueueFull,
+    QuotaExceeded,
     StaleDeviceList,
     UnknownHandle,
 )
@@ -22,6 +24,7 @@ from mailslot.server.storage import (
     NewMessage,
     Storage,
 )
+from mailslot.server.storage.base import BlobRow
 
 BIG_QUEUE = 1000
 
@@ -377,3 +380,143 @@ async def test_expire_links(store: Storage) -> None:
     assert await store.get_link(mid(2), now_ms=1_500) == (b"two", None)
     await store.create_link(mid(1), b"again", expires_at_ms=3_000)
     assert await store.get_link(mid(1), now_ms=1_500) == (b"again", None)
+
+
+# --- blobs ---------------------------------------------------------------------------------------
+QUOTA = 1_000
+
+
+def blob(
+    n: int, owner: str = "alice", size: int = 100, created: int = 1_000, expires: int = 10_000
+) -> BlobRow:
+    return BlobRow(bytes([n]) * 32, owner, size, 0, created, expires)
+
+
+async def test_create_and_get_blob(store: Storage) -> None:
+    row = blob(1)
+    await store.create_blob(row, QUOTA)
+    assert await store.get_blob(row.blob_id, now_ms=1_000) == row
+    assert await store.get_blob(blob(2).blob_id, now_ms=1_000) is None
+    assert not row.complete
+
+
+async def test_blob_id_taken(store: Storage) -> None:
+    await store.create_blob(blob(1, size=10), QUOTA)
+    with pytest.raises(ConflictError):
+        await store.create_blob(blob(1, owner="bob", size=20), QUOTA)
+    stored = await store.get_blob(blob(1).blob_id, now_ms=1_000)
+    assert stored is not None and (stored.owner, stored.size) == ("alice", 10)
+
+
+async def test_quota_counts_live_blobs_of_the_owner_only(store: Storage) -> None:
+    await store.create_blob(blob(1, size=600), QUOTA)
+    await store.create_blob(blob(2, owner="bob", size=900), QUOTA)  # another account's
+    await store.create_blob(blob(3, size=400), QUOTA)  # exactly at the quota
+    with pytest.raises(QuotaExceeded) as caught:
+        await store.create_blob(blob(4, size=1), QUOTA)
+    assert caught.value.details == {"quota_bytes": QUOTA, "used_bytes": 1_000}
+    assert await store.get_blob(blob(4).blob_id, now_ms=1_000) is None
+    assert await store.blob_usage("alice", now_ms=1_000) == 1_000
+    assert await store.blob_usage("bob", now_ms=1_000) == 900
+
+
+async def test_a_single_blob_over_the_quota_is_refused(store: Storage) -> None:
+    with pytest.raises(QuotaExceeded):
+        await store.create_blob(blob(1, size=QUOTA + 1), QUOTA)
+    assert await store.blob_usage("alice", now_ms=1_000) == 0
+
+
+async def test_expired_blobs_free_the_quota_before_they_are_swept(store: Storage) -> None:
+    await store.create_blob(blob(1, size=800, expires=5_000), QUOTA)
+    with pytest.raises(QuotaExceeded):
+        await store.create_blob(blob(2, size=800, created=4_999, expires=9_000), QUOTA)
+    await store.create_blob(blob(2, size=800, created=5_000, expires=9_000), QUOTA)
+    assert await store.blob_usage("alice", now_ms=5_000) == 800
+    assert await store.blob_usage("alice", now_ms=4_999) == 1_600
+
+
+async def test_concurrent_creates_cannot_pass_the_quota_together(store: Storage) -> None:
+    creates = [store.create_blob(blob(n, size=300), QUOTA) for n in range(1, 11)]
+    results = await asyncio.gather(*creates, return_exceptions=True)
+    assert sum(1 for r in results if not isinstance(r, BaseException)) == 3
+    assert all(isinstance(r, QuotaExceeded) for r in results if isinstance(r, BaseException))
+    assert await store.blob_usage("alice", now_ms=1_000) == 900
+
+
+async def test_get_blob_hides_expired_blobs(store: Storage) -> None:
+    await store.create_blob(blob(1, expires=5_000), QUOTA)
+    assert await store.get_blob(blob(1).blob_id, now_ms=4_999) is not None
+    assert await store.get_blob(blob(1).blob_id, now_ms=5_000) is None
+
+
+async def test_advance_blob(store: Storage) -> None:
+    await store.create_blob(blob(1, size=100), QUOTA)
+    first = await store.advance_blob(blob(1).blob_id, 0, 40)
+    assert (first.offset, first.complete) == (40, False)
+    done = await store.advance_blob(blob(1).blob_id, 40, 100)
+    assert done.complete
+    assert await store.get_blob(blob(1).blob_id, now_ms=1_000) == done
+    assert (await store.advance_blob(blob(1).blob_id, 100, 100)).offset == 100
+
+
+async def test_advance_blob_is_a_compare_and_set(store: Storage) -> None:
+    await store.create_blob(blob(1, size=100), QUOTA)
+    await store.advance_blob(blob(1).blob_id, 0, 40)
+    with pytest.raises(ConflictError) as caught:
+        await store.advance_blob(blob(1).blob_id, 0, 50)
+    assert caught.value.details == {"offset": 40}
+    stored = await store.get_blob(blob(1).blob_id, now_ms=1_000)
+    assert stored is not None and stored.offset == 40
+
+
+async def test_concurrent_advances_from_one_offset_let_one_win(store: Storage) -> None:
+    await store.create_blob(blob(1, size=100), QUOTA)
+    results = await asyncio.gather(
+        *(store.advance_blob(blob(1).blob_id, 0, n) for n in (10, 20, 30)), return_exceptions=True
+    )
+    won = [r for r in results if isinstance(r, BlobRow)]
+    assert len(won) == 1
+    assert all(isinstance(r, ConflictError) for r in results if not isinstance(r, BlobRow))
+    stored = await store.get_blob(blob(1).blob_id, now_ms=1_000)
+    assert stored is not None and stored.offset == won[0].offset
+
+
+@pytest.mark.parametrize("new_offset", [9, 101])
+async def test_advance_blob_stays_within_the_declared_size(store: Storage, new_offset: int) -> None:
+    await store.create_blob(blob(1, size=100), QUOTA)
+    await store.advance_blob(blob(1).blob_id, 0, 10)
+    with pytest.raises(InputError):
+        await store.advance_blob(blob(1).blob_id, 10, new_offset)
+    stored = await store.get_blob(blob(1).blob_id, now_ms=1_000)
+    assert stored is not None and stored.offset == 10
+
+
+async def test_advance_unknown_blob(store: Storage) -> None:
+    with pytest.raises(NotFoundError):
+        await store.advance_blob(blob(1).blob_id, 0, 1)
+
+
+async def test_delete_blob(store: Storage) -> None:
+    await store.create_blob(blob(1, size=QUOTA), QUOTA)
+    assert await store.delete_blob(blob(1).blob_id)
+    assert not await store.delete_blob(blob(1).blob_id)
+    assert await store.get_blob(blob(1).blob_id, now_ms=1_000) is None
+    await store.create_blob(blob(2, size=QUOTA), QUOTA)  # the quota is free again
+
+
+async def test_expire_blobs(store: Storage) -> None:
+    await store.create_blob(blob(2, expires=5_000), QUOTA)
+    await store.create_blob(blob(1, owner="bob", expires=5_000), QUOTA)
+    await store.create_blob(blob(3, expires=6_000), QUOTA)
+    await store.advance_blob(blob(2).blob_id, 0, 100)  # complete blobs expire too
+    assert await store.expire_blobs(4_999) == []
+    assert await store.expire_blobs(5_000) == [blob(1).blob_id, blob(2).blob_id]
+    assert await store.expire_blobs(5_000) == []
+    with pytest.raises(NotFoundError):
+        await store.advance_blob(blob(2).blob_id, 100, 100)
+    assert await store.get_blob(blob(3).blob_id, now_ms=5_000) is not None
+    await store.create_blob(blob(1, created=5_000), QUOTA)  # the id is free once swept
+
+
+async def test_blob_usage_of_an_account_with_no_blobs(store: Storage) -> None:
+    assert await store.blob_usage("nobody", now_ms=0) == 0

@@ -45,7 +45,7 @@ def test_unknown_option() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["", "postgresql://db/mailslot", "sqlite://", "sqlite:///", "sqlite:x.db", "memory://x"]
+    "url", ["", "mysql://db/mailslot", "sqlite://", "sqlite:///", "sqlite:x.db", "memory://x"]
 )
 def test_unsupported_url(url: str) -> None:
     with pytest.raises(ConfigError, match="unsupported storage URL"):

@@ -1,4 +1,4 @@
-"""The storage interface: accounts, devices, queues, bodies and link sessions.
+"""The storage interface: accounts, devices, queues, bodies, link sessions and blob metadata.
 
 Services hold the rules; a store only keeps data and makes each method atomic. Every method
 that changes state takes ``now_ms`` from its caller (no clock is read here), so tests are exact.
@@ -66,6 +66,28 @@ class StoredSend:
     devices: int
 
 
+@dataclass(frozen=True)
+class BlobRow:
+    """One blob's metadata; its bytes live in a ``BlobStore`` under the same id.
+
+    ``size`` is the total the owner declared when creating it, ``offset`` the bytes committed
+    so far (``0 <= offset <= size``); the blob is complete, and readable, once they are equal.
+    A blob counts against its owner's quota with its declared ``size`` from its creation until
+    it expires, complete or not.
+    """
+
+    blob_id: bytes  # 32 random bytes chosen by the server
+    owner: str  # handle of the account whose device created it
+    size: int
+    offset: int
+    created_at_ms: int
+    expires_at_ms: int
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == self.size
+
+
 class Storage(abc.ABC):
     """Async storage; every method is one atomic transaction."""
 
@@ -91,7 +113,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def replace_devices(
-        self, handle: str, expected_version: int, new_version: int, device_list: bytes,
+        self,
+        handle: str,
+        expected_version: int,
+        new_version: int,
+        device_list: bytes,
         devices: list[DeviceRow],
     ) -> list[bytes]:
         """Swap in a new signed list if the stored version is still ``expected_version``.
@@ -164,3 +190,43 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def expire_links(self, now_ms: int) -> int: ...
+
+    # --- blobs -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_blob(self, blob: BlobRow, quota_bytes: int) -> None:
+        """Insert a blob's metadata, or nothing.
+
+        Raises ``QuotaExceeded`` (details: ``quota_bytes``, ``used_bytes``) if the sizes of the
+        owner's live blobs (``expires_at_ms > blob.created_at_ms``) plus ``blob.size`` would pass
+        ``quota_bytes``; the check and the insert are one atomic step, so concurrent creates
+        cannot both squeeze under the quota. ``ConflictError`` if the id exists (an expired blob
+        keeps its id until ``expire_blobs`` removes it).
+        """
+
+    @abc.abstractmethod
+    async def get_blob(self, blob_id: bytes, now_ms: int) -> BlobRow | None:
+        """The blob's metadata, or None if it is unknown or expired by ``now_ms``."""
+
+    @abc.abstractmethod
+    async def advance_blob(self, blob_id: bytes, expected_offset: int, new_offset: int) -> BlobRow:
+        """Commit uploaded bytes: move the offset from ``expected_offset`` to ``new_offset``.
+
+        A compare-and-set: ``ConflictError`` (details: ``offset``, the stored one) if the stored
+        offset is not ``expected_offset`` (another upload moved it), ``NotFoundError`` if the
+        blob is unknown (expiry does not matter here: a blob the sweeper has not yet removed can
+        still be advanced), ``InputError`` unless ``expected_offset <= new_offset <= size``.
+        Nothing changes on an error. Returns the updated row.
+        """
+
+    @abc.abstractmethod
+    async def delete_blob(self, blob_id: bytes) -> bool:
+        """Delete a blob's metadata at once; whether it existed."""
+
+    @abc.abstractmethod
+    async def expire_blobs(self, now_ms: int) -> list[bytes]:
+        """Delete the metadata of every blob expired by ``now_ms`` (complete or not) and return
+        their ids, sorted, so the caller can delete their bytes after the metadata."""
+
+    @abc.abstractmethod
+    async def blob_usage(self, handle: str, now_ms: int) -> int:
+        """Sum of the declared sizes of the account's blobs still live at ``now_ms``."""

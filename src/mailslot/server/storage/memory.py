@@ -7,20 +7,23 @@ checks everything that can fail before it changes anything, so a failed call cha
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 
 from mailslot.errors import (
     ConflictError,
     HandleTaken,
+    InputError,
     MessageIdConflict,
     NotFoundError,
     QueueFull,
+    QuotaExceeded,
     StaleDeviceList,
     UnknownHandle,
 )
 from mailslot.server.storage.base import (
     AccountRow,
+    BlobRow,
     DeviceRow,
     NewMessage,
     QueueEntry,
@@ -65,6 +68,7 @@ class MemoryStorage(Storage):
         # device id -> message id -> entry; insertion order is seq order, as seq only grows.
         self._queues: dict[bytes, dict[bytes, _Entry]] = {}
         self._links: dict[bytes, _Link] = {}
+        self._blobs: dict[bytes, BlobRow] = {}
         self._last_seq = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -207,7 +211,53 @@ class MemoryStorage(Storage):
             del self._links[link_id]
         return len(expired)
 
+    # --- blobs -------------------------------------------------------------------------------
+    async def create_blob(self, blob: BlobRow, quota_bytes: int) -> None:
+        if blob.blob_id in self._blobs:
+            raise ConflictError(f"blob {blob.blob_id.hex()} already exists")
+        used = self._usage(blob.owner, blob.created_at_ms)
+        if used + blob.size > quota_bytes:
+            raise QuotaExceeded(
+                f"the account's blobs would pass its quota of {quota_bytes} bytes",
+                details={"quota_bytes": quota_bytes, "used_bytes": used},
+            )
+        self._blobs[blob.blob_id] = blob
+
+    async def get_blob(self, blob_id: bytes, now_ms: int) -> BlobRow | None:
+        blob = self._blobs.get(blob_id)
+        return blob if blob is not None and blob.expires_at_ms > now_ms else None
+
+    async def advance_blob(self, blob_id: bytes, expected_offset: int, new_offset: int) -> BlobRow:
+        blob = self._blobs.get(blob_id)
+        if blob is None:
+            raise NotFoundError(f"no blob {blob_id.hex()}")
+        if blob.offset != expected_offset:
+            raise ConflictError(
+                f"blob offset is {blob.offset}, not {expected_offset}", details={"offset": blob.offset}
+            )
+        if not expected_offset <= new_offset <= blob.size:
+            raise InputError(f"offset {new_offset} is outside {expected_offset}..{blob.size}")
+        advanced = self._blobs[blob_id] = replace(blob, offset=new_offset)
+        return advanced
+
+    async def delete_blob(self, blob_id: bytes) -> bool:
+        return self._blobs.pop(blob_id, None) is not None
+
+    async def expire_blobs(self, now_ms: int) -> list[bytes]:
+        expired = sorted(bid for bid, blob in self._blobs.items() if blob.expires_at_ms <= now_ms)
+        for blob_id in expired:
+            del self._blobs[blob_id]
+        return expired
+
+    async def blob_usage(self, handle: str, now_ms: int) -> int:
+        return self._usage(handle, now_ms)
+
     # --- helpers -----------------------------------------------------------------------------
+    def _usage(self, handle: str, now_ms: int) -> int:
+        return sum(
+            blob.size for blob in self._blobs.values() if blob.owner == handle and blob.expires_at_ms > now_ms
+        )
+
     def _check_unowned(self, handle: str, devices: Iterable[DeviceRow]) -> None:
         """``ConflictError`` if a device id already belongs to another account."""
         for device in devices:

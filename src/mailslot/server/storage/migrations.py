@@ -17,27 +17,36 @@ Policy
 * ``schema_version`` itself is created by the runner (``SCHEMA_VERSION_DDL``), not by a script:
   it must exist before the runner can ask which scripts are pending.
 * The SQLite runner is ``upgrade_sqlite`` below; another engine adds its own runner next to it,
-  built on ``pending``.
+  built on ``pending``. PostgreSQL's is ``upgrade_postgresql``: it takes an advisory lock
+  first, so nodes starting together migrate one after the other. ``migrate(url)`` runs the
+  runner of any URL's engine explicitly (``mailslot server migrate``); opening a store does too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from mailslot.errors import ConfigError, SchemaTooNew
+
+if TYPE_CHECKING:  # psycopg is imported only where PostgreSQL is used
+    from psycopg import AsyncConnection
 
 __all__ = [
     "ENGINES",
     "LATEST_VERSION",
     "SCHEMA_VERSION_DDL",
     "Migration",
+    "migrate",
     "migrations_for",
     "pending",
     "plan",
+    "upgrade_postgresql",
     "upgrade_sqlite",
 ]
 
@@ -163,3 +172,74 @@ def _sqlite_statements(script: str) -> Iterator[str]:
             start = end + 1
     if script[start:].strip():
         yield script[start:]  # comments only, or an incomplete statement SQLite will reject
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+# Key of the transaction-level advisory lock every PostgreSQL upgrade takes first, so that nodes
+# starting together migrate one after the other (the later ones find nothing pending).
+PG_MIGRATION_LOCK = int.from_bytes(b"mailslot", "big") >> 1  # fits a signed BIGINT
+
+
+async def upgrade_postgresql(conn: AsyncConnection[Any]) -> int:
+    """Apply the pending migrations on an autocommit connection, in one transaction.
+
+    Same contract as ``upgrade_sqlite``: returns the version the database is at afterwards and
+    raises ``SchemaTooNew`` (changing nothing) when the database is ahead of this code. Each
+    script is sent whole through the simple query protocol, so it may hold several statements
+    and PL/pgSQL bodies.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
+        await conn.execute(SCHEMA_VERSION_DDL)
+        cursor = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        row = await cursor.fetchone()
+        todo = pending(int(row[0]) if row else 0, "postgresql")
+        for migration in todo:
+            await conn.execute(migration.sql.encode())
+        if todo:
+            await cursor.executemany(
+                "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+                [(m.version, m.name) for m in todo],
+            )
+    return LATEST_VERSION
+
+
+# --- running them explicitly -------------------------------------------------------------------
+async def migrate(url: str) -> tuple[int, int]:
+    """Bring the database at ``url`` up to ``LATEST_VERSION``: (version before, version after).
+
+    Opening a store migrates too; this is for an operator who wants the upgrade as its own step
+    (``mailslot server migrate``, before new nodes roll out). ``SchemaTooNew`` if the database
+    is ahead; ``ConfigError`` for a URL with no schema (``memory://``) or no database behind it.
+    """
+    # Imported here: the engines import this module.
+    from mailslot.server.storage import open_storage
+    from mailslot.server.storage.sqlite import SqliteStorage
+
+    if url.startswith(("postgresql://", "postgres://")):
+        from mailslot.server.storage.postgres import migrate_postgresql
+
+        return await migrate_postgresql(url)
+    store = open_storage(url)
+    if not isinstance(store, SqliteStorage):
+        raise ConfigError(f"{url} has no schema to migrate")
+    return await asyncio.to_thread(_migrate_sqlite_file, store.path)
+
+
+def _migrate_sqlite_file(path: str) -> tuple[int, int]:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the database {path}: {exc}") from exc
+    try:
+        known = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        before = 0
+        if known:
+            (before,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        return int(before), upgrade_sqlite(conn)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot migrate the database {path}: {exc}") from exc
+    finally:
+        conn.close()

@@ -8,7 +8,8 @@ upgrade; reads open with ``BEGIN`` and see one snapshot. sqlite3 exceptions are 
 mailslot errors here and nowhere else.
 
 The SQL lives in module functions named after the transaction they are (``_store_message``...),
-each taking the connection first; the class only routes calls to the worker.
+each taking the connection first (the blob metadata ones in ``sqlite_blobs.py``); the class
+only routes calls to the worker.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from mailslot.errors import (
     StaleDeviceList,
     UnknownHandle,
 )
-from mailslot.server.storage import migrations
+from mailslot.server.storage import migrations, sqlite_blobs
 from mailslot.server.storage.base import (
     AccountRow,
+    BlobRow,
     DeviceRow,
     NewMessage,
     QueueEntry,
@@ -212,6 +214,25 @@ class SqliteStorage(Storage):
     async def expire_links(self, now_ms: int) -> int:
         return await self._write(_expire_links, now_ms)
 
+    # --- blobs -------------------------------------------------------------------------------
+    async def create_blob(self, blob: BlobRow, quota_bytes: int) -> None:
+        await self._write(sqlite_blobs.create_blob, blob, quota_bytes)
+
+    async def get_blob(self, blob_id: bytes, now_ms: int) -> BlobRow | None:
+        return await self._read(sqlite_blobs.get_blob, blob_id, now_ms)
+
+    async def advance_blob(self, blob_id: bytes, expected_offset: int, new_offset: int) -> BlobRow:
+        return await self._write(sqlite_blobs.advance_blob, blob_id, expected_offset, new_offset)
+
+    async def delete_blob(self, blob_id: bytes) -> bool:
+        return await self._write(sqlite_blobs.delete_blob, blob_id)
+
+    async def expire_blobs(self, now_ms: int) -> list[bytes]:
+        return await self._write(sqlite_blobs.expire_blobs, now_ms)
+
+    async def blob_usage(self, handle: str, now_ms: int) -> int:
+        return await self._read(sqlite_blobs.blob_usage, handle, now_ms)
+
 
 # --- transactions and errors -------------------------------------------------------------------
 def _transaction(conn: sqlite3.Connection, begin: str, body: Body[T]) -> T:
@@ -235,6 +256,7 @@ _UNIQUE_ERRORS: dict[str, Callable[[], MailslotError]] = {
     "accounts.handle": lambda: HandleTaken("the handle is already registered"),
     "devices.device_id": lambda: ConflictError("a device id belongs to another account"),
     "links.link_id": lambda: ConflictError("the link id already exists"),
+    "blobs.blob_id": lambda: ConflictError("the blob id already exists"),
 }
 
 

@@ -1,0 +1,617 @@
+"""PostgreSQL storage: psycopg 3 (async) over a connection pool, for several nodes on one database.
+
+Each public method is one transaction on a pooled connection: an explicit one, or the implicit
+one PostgreSQL gives a single statement (or ``ack``'s two statements sent as one query). The
+SQL lives in module functions named after the transaction they are, each taking the connection
+first (the blob metadata ones in ``postgres_blobs.py``); the class only routes calls and
+translates psycopg errors into mailslot errors, here and nowhere else.
+
+Concurrency. Several nodes write at once, so statements run at READ COMMITTED and take row
+locks where two of them could race, each kind in a fixed order (device ids, message ids
+ascending), so that they wait for each other rather than deadlock:
+
+* ``store_message`` is one statement, so one round trip. It first creates or locks the
+  ``queue_depths`` row of every recipient device, in device-id order, held to commit; only then
+  does it insert the body and the entries. That makes the ``QueueFull`` check race-free, and as
+  the entries' ``seq`` values are drawn after the lock, one device's entries commit in ``seq``
+  order: a client paging with ``after_seq`` never skips an entry that committed late. The body
+  goes in with ``ON CONFLICT DO NOTHING``: a concurrent send of the same id waits for ours, then
+  finds it and answers as a retry.
+* ``ack`` and ``replace_devices`` delete queue entries, lock the bodies they may have orphaned
+  (``FOR UPDATE``, in id order), and delete those with no entry left in a later statement,
+  whose fresh snapshot sees what other transactions committed meanwhile: two devices
+  acknowledging a message's last two entries at once cannot both keep the body.
+* ``replace_devices`` is a compare-and-set on the account row: a concurrent update waits for
+  the row lock, then sees the version moved and raises ``StaleDeviceList``.
+* ``expire`` takes an advisory lock, so the sweepers of several nodes take turns; it deletes
+  the entries of expired bodies, then every expired body with no entry left.
+
+Deadlocks and serialization failures, which this order should prevent, are retried a few times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import AsyncClientCursor, AsyncConnection, errors
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from mailslot.errors import (
+    ConfigError,
+    ConflictError,
+    HandleTaken,
+    MailslotError,
+    MessageIdConflict,
+    NotFoundError,
+    QueueFull,
+    ServerError,
+    StaleDeviceList,
+    UnknownHandle,
+)
+from mailslot.server.storage import migrations, postgres_blobs
+from mailslot.server.storage.base import (
+    AccountRow,
+    BlobRow,
+    DeviceRow,
+    NewMessage,
+    QueueEntry,
+    Storage,
+    StoredSend,
+)
+
+__all__ = ["PostgresStorage", "migrate_postgresql"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Conn: TypeAlias = AsyncConnection[TupleRow]
+Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
+Transaction = Callable[Concatenate[Conn, P], Awaitable[T]]  # the SQL functions below
+
+_MIN_SERVER = 110000  # PostgreSQL 11: EXECUTE FUNCTION in the triggers
+_ATTEMPTS = 5  # tries of a transaction that hit a deadlock or a serialization failure
+_RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
+_SWEEP_LOCK = int.from_bytes(b"mailswep", "big") >> 1  # advisory lock key held by expire()
+
+
+class _Vanished(Exception):
+    """A row this transaction relied on was deleted by another one; run it again."""
+
+
+class PostgresStorage(Storage):
+    """The scale-out store: one PostgreSQL database shared by every node.
+
+    ``url`` is a libpq URL (``postgresql://user:password@host:port/dbname?sslmode=...``;
+    ``postgres://`` works too). Each store keeps a pool of ``min_connections`` to
+    ``max_connections`` connections; ``connect_timeout_s`` bounds the first connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 2,
+        max_connections: int = 10,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        if not 1 <= min_connections <= max_connections:
+            raise ConfigError("PostgreSQL pool sizes must satisfy 1 <= min_connections <= max_connections")
+        if connect_timeout_s <= 0:
+            raise ConfigError("connect_timeout_s must be positive")
+        self.url = url
+        self._min = int(min_connections)
+        self._max = int(max_connections)
+        self._connect_timeout_s = float(connect_timeout_s)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect once (so a wrong URL fails at once, with libpq's reason), migrate, then pool."""
+        if self._pool is not None:
+            return
+        await migrate_postgresql(self.url, self._connect_timeout_s)
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.url,
+            min_size=self._min,
+            max_size=self._max,
+            kwargs={"autocommit": True},
+            open=False,
+            name="mailslot",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout_s)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise ConfigError(f"cannot connect to the database at {redacted(self.url)}") from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def schema_version(self) -> int:
+        return await self._statement(_schema_version)
+
+    # --- running transactions ----------------------------------------------------------------
+    async def _statement(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)``, which must be one statement, in autocommit."""
+        return await self._run(False, lambda conn: fn(conn, *args, **kwargs))
+
+    async def _transaction(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` between BEGIN and COMMIT, rolled back on any error."""
+        return await self._run(True, lambda conn: fn(conn, *args, **kwargs))
+
+    async def _run(self, atomic: bool, body: Callable[[Conn], Awaitable[T]]) -> T:
+        if self._pool is None:
+            raise ServerError("the storage is not open")
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with self._pool.connection() as conn:
+                    if not atomic:
+                        return await body(conn)
+                    async with conn.transaction():
+                        return await body(conn)
+            except (*_RETRYABLE, _Vanished) as exc:
+                if attempt == _ATTEMPTS:
+                    raise _translate(exc) from exc
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))
+            except (psycopg.Error, PoolTimeout) as exc:
+                raise _translate(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- accounts and devices ----------------------------------------------------------------
+    async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
+        await self._transaction(_create_account, account, devices)
+
+    async def get_account(self, handle: str) -> AccountRow | None:
+        return await self._statement(_get_account, handle)
+
+    async def replace_devices(
+        self,
+        handle: str,
+        expected_version: int,
+        new_version: int,
+        device_list: bytes,
+        devices: list[DeviceRow],
+    ) -> list[bytes]:
+        return await self._transaction(
+            _replace_devices, handle, expected_version, new_version, device_list, devices
+        )
+
+    async def get_device(self, device_id: bytes) -> DeviceRow | None:
+        return await self._statement(_get_device, device_id)
+
+    async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
+        return await self._statement(_devices_of, handles)
+
+    # --- relay -------------------------------------------------------------------------------
+    async def store_message(self, message: NewMessage, max_queue: int) -> StoredSend:
+        return await self._statement(_store_message, message, max_queue)
+
+    async def fetch_queue(self, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
+        return await self._statement(_fetch_queue, device_id, after_seq, limit)
+
+    async def ack(self, device_id: bytes, message_ids: list[bytes]) -> int:
+        return await self._statement(_ack, device_id, message_ids)
+
+    async def queue_depth(self, device_id: bytes) -> int:
+        return await self._statement(_queue_depth, device_id)
+
+    async def message_exists(self, message_id: bytes) -> bool:
+        return await self._statement(_message_exists, message_id)
+
+    async def expire(self, now_ms: int) -> int:
+        return await self._transaction(_expire, now_ms)
+
+    # --- device linking ----------------------------------------------------------------------
+    async def create_link(self, link_id: bytes, request: bytes, expires_at_ms: int) -> None:
+        await self._statement(_create_link, link_id, request, expires_at_ms)
+
+    async def get_link(self, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
+        return await self._statement(_get_link, link_id, now_ms)
+
+    async def respond_link(self, link_id: bytes, response: bytes, now_ms: int) -> None:
+        await self._transaction(_respond_link, link_id, response, now_ms)
+
+    async def expire_links(self, now_ms: int) -> int:
+        return await self._statement(_expire_links, now_ms)
+
+    # --- blobs -------------------------------------------------------------------------------
+    async def create_blob(self, blob: BlobRow, quota_bytes: int) -> None:
+        await self._transaction(postgres_blobs.create_blob, blob, quota_bytes)
+
+    async def get_blob(self, blob_id: bytes, now_ms: int) -> BlobRow | None:
+        return await self._statement(postgres_blobs.get_blob, blob_id, now_ms)
+
+    async def advance_blob(self, blob_id: bytes, expected_offset: int, new_offset: int) -> BlobRow:
+        return await self._transaction(postgres_blobs.advance_blob, blob_id, expected_offset, new_offset)
+
+    async def delete_blob(self, blob_id: bytes) -> bool:
+        return await self._statement(postgres_blobs.delete_blob, blob_id)
+
+    async def expire_blobs(self, now_ms: int) -> list[bytes]:
+        return await self._statement(postgres_blobs.expire_blobs, now_ms)
+
+    async def blob_usage(self, handle: str, now_ms: int) -> int:
+        return await self._statement(postgres_blobs.blob_usage, handle, now_ms)
+
+
+# --- connecting, migrating, errors -------------------------------------------------------------
+async def migrate_postgresql(url: str, connect_timeout_s: float = 10.0) -> tuple[int, int]:
+    """Bring the database at ``url`` up to date on one connection: (version before, after).
+
+    ``ConfigError`` if it cannot be reached or is older than PostgreSQL 11, ``SchemaTooNew`` if
+    a newer mailslot wrote it. Concurrent callers (nodes starting together) take turns.
+    """
+    try:
+        conn = await AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
+        )
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot connect to the database at {redacted(url)}: {_reason(exc)}") from exc
+    try:
+        if conn.info.server_version < _MIN_SERVER:
+            raise ConfigError(f"mailslot needs PostgreSQL 11 or later, not {conn.info.server_version}")
+        before = await _schema_version(conn)
+        return before, await migrations.upgrade_postgresql(conn)
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot migrate the database at {redacted(url)}: {_reason(exc)}") from exc
+    finally:
+        await conn.close()
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _reason(exc: psycopg.Error) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# UNIQUE violations a caller can cause, by the constraint PostgreSQL names.
+_UNIQUE_ERRORS: dict[str, Callable[[], MailslotError]] = {
+    "accounts_pkey": lambda: HandleTaken("the handle is already registered"),
+    "devices_pkey": lambda: ConflictError("a device id belongs to another account"),
+    "links_pkey": lambda: ConflictError("the link id already exists"),
+    "blobs_pkey": lambda: ConflictError("the blob id already exists"),
+}
+
+
+def _translate(exc: BaseException) -> MailslotError:
+    """The mailslot error for a psycopg one: a conflict the caller caused, or our failure."""
+    if isinstance(exc, errors.UniqueViolation):
+        make = _UNIQUE_ERRORS.get(exc.diag.constraint_name or "")
+        if make is not None:
+            return make()
+    # The driver's text stays in __cause__ for the operator's log, out of the client's answer.
+    if isinstance(exc, (*_RETRYABLE, _Vanished, PoolTimeout)):
+        return ServerError("the database is busy; try again")
+    if isinstance(exc, psycopg.OperationalError):
+        return ServerError("the database is unreachable; try again")
+    return ServerError("the database failed")
+
+
+async def _one(conn: Conn, query: str, params: Params = ()) -> TupleRow | None:
+    cursor = await conn.execute(query, params, binary=True)
+    return await cursor.fetchone()
+
+
+async def _all(conn: Conn, query: str, params: Params = ()) -> list[TupleRow]:
+    cursor = await conn.execute(query, params, binary=True)
+    return await cursor.fetchall()
+
+
+async def _schema_version(conn: Conn) -> int:
+    row = await _one(conn, "SELECT to_regclass('schema_version') IS NOT NULL")
+    if row is None or not row[0]:
+        return 0
+    row = await _one(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")
+    return 0 if row is None else int(row[0])
+
+
+# --- accounts and devices ----------------------------------------------------------------------
+async def _create_account(conn: Conn, account: AccountRow, devices: list[DeviceRow]) -> None:
+    await conn.execute(
+        "INSERT INTO accounts (handle, account_key, list_version, device_list, created_at_ms, disabled)"
+        " VALUES (%s, %b, %s, %b, %s, %s)",
+        (
+            account.handle,
+            account.account_key,
+            account.list_version,
+            account.device_list,
+            account.created_at_ms,
+            account.disabled,
+        ),
+    )
+    await _insert_devices(conn, devices)
+
+
+async def _insert_devices(conn: Conn, devices: Sequence[DeviceRow]) -> None:
+    if devices:
+        await conn.execute(
+            "INSERT INTO devices (device_id, handle, sign_key)"
+            " SELECT * FROM unnest(%b::bytea[], %s::text[], %b::bytea[])",
+            ([d.device_id for d in devices], [d.handle for d in devices], [d.sign_key for d in devices]),
+        )
+
+
+async def _get_account(conn: Conn, handle: str) -> AccountRow | None:
+    row = await _one(
+        conn,
+        "SELECT handle, account_key, list_version, device_list, created_at_ms, disabled"
+        " FROM accounts WHERE handle = %s",
+        (handle,),
+    )
+    return None if row is None else AccountRow(*row)
+
+
+async def _replace_devices(
+    conn: Conn,
+    handle: str,
+    expected_version: int,
+    new_version: int,
+    device_list: bytes,
+    devices: list[DeviceRow],
+) -> list[bytes]:
+    # Compare-and-set: a concurrent update holds the row lock; once it commits, PostgreSQL
+    # re-checks our WHERE on the new row, the version no longer matches and we change nothing.
+    swapped = await _one(
+        conn,
+        "UPDATE accounts SET list_version = %s, device_list = %b"
+        " WHERE handle = %s AND list_version = %s RETURNING handle",
+        (new_version, device_list, handle, expected_version),
+    )
+    if swapped is None:
+        row = await _one(conn, "SELECT list_version FROM accounts WHERE handle = %s", (handle,))
+        if row is None:
+            raise UnknownHandle(f"no account {handle!r}")
+        raise StaleDeviceList(f"device list is at version {row[0]}, not {expected_version}")
+    rows = await _all(conn, "SELECT device_id FROM devices WHERE handle = %s", (handle,))
+    current = {device_id for (device_id,) in rows}
+    removed = sorted(current - {d.device_id for d in devices})
+    if removed:
+        await _drop_devices(conn, removed)
+    kept = [d for d in devices if d.device_id in current]
+    if kept:
+        await conn.execute(
+            "UPDATE devices SET sign_key = new.sign_key"
+            " FROM unnest(%b::bytea[], %b::bytea[]) AS new (device_id, sign_key)"
+            " WHERE devices.device_id = new.device_id",
+            ([d.device_id for d in kept], [d.sign_key for d in kept]),
+        )
+    await _insert_devices(conn, [d for d in devices if d.device_id not in current])
+    return removed
+
+
+async def _drop_devices(conn: Conn, device_ids: list[bytes]) -> None:
+    """Delete devices with their queues, and the bodies no other device still holds."""
+    held = await _all(
+        conn,
+        "WITH gone AS (DELETE FROM queue WHERE device_id = ANY(%b) RETURNING message_id)"
+        " SELECT message_id FROM messages WHERE message_id IN (SELECT message_id FROM gone)"
+        " ORDER BY message_id FOR UPDATE",
+        (device_ids,),
+    )
+    await _delete_orphans(conn, [message_id for (message_id,) in held])
+    await conn.execute("DELETE FROM queue_depths WHERE device_id = ANY(%b)", (device_ids,))
+    await conn.execute("DELETE FROM devices WHERE device_id = ANY(%b)", (device_ids,))
+
+
+async def _get_device(conn: Conn, device_id: bytes) -> DeviceRow | None:
+    row = await _one(
+        conn, "SELECT device_id, handle, sign_key FROM devices WHERE device_id = %b", (device_id,)
+    )
+    return None if row is None else DeviceRow(*row)
+
+
+async def _devices_of(conn: Conn, handles: list[str]) -> dict[str, set[bytes]]:
+    if not handles:
+        return {}
+    rows = await _all(
+        conn,
+        "SELECT a.handle, d.device_id FROM accounts AS a"
+        " LEFT JOIN devices AS d ON d.handle = a.handle WHERE a.handle = ANY(%s::text[])",
+        (list(dict.fromkeys(handles)),),
+    )
+    found: dict[str, set[bytes]] = {}
+    for handle, device_id in rows:
+        ids = found.setdefault(handle, set())
+        if device_id is not None:
+            ids.add(device_id)
+    return found
+
+
+# --- relay -------------------------------------------------------------------------------------
+# One statement, so one round trip and its own transaction. The CTEs run in dependency order:
+# ``body`` waits on ``too_full``, which sorts all of ``locked``, so every depth row is created
+# or locked (in device-id order, held to commit) before the body and the entries are inserted
+# and their seq values drawn. ``DO UPDATE SET depth = depth`` changes nothing but takes the lock
+# and returns the depth as it is after any transaction we waited for.
+_STORE_MESSAGE = """
+WITH locked AS (
+    INSERT INTO queue_depths (device_id, depth)
+    SELECT device_id, 0 FROM unnest(%(devices)b::bytea[]) AS device_id ORDER BY device_id
+    ON CONFLICT (device_id) DO UPDATE SET depth = queue_depths.depth
+    RETURNING device_id, depth
+), too_full AS (
+    SELECT device_id FROM locked WHERE depth >= %(max_queue)s ORDER BY device_id LIMIT 1
+), body AS (
+    INSERT INTO messages (message_id, sender, sender_device, accepted_at_ms, expires_at_ms,
+                          device_count, body)
+    SELECT %(message_id)b, %(sender)s, %(sender_device)b, %(accepted_at_ms)s, %(expires_at_ms)s,
+           %(device_count)s, %(body)b
+    WHERE NOT EXISTS (SELECT 1 FROM too_full)
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+), entries AS (
+    INSERT INTO queue (device_id, message_id, wrapped_key)
+    SELECT keys.device_id, body.message_id, keys.wrapped_key
+    FROM body, unnest(%(devices)b::bytea[], %(keys)b::bytea[]) AS keys (device_id, wrapped_key)
+)
+SELECT EXISTS (SELECT 1 FROM body), (SELECT device_id FROM too_full)
+"""
+
+
+async def _store_message(conn: Conn, message: NewMessage, max_queue: int) -> StoredSend:
+    devices = sorted(message.keys)
+    row = await _one(
+        conn,
+        _STORE_MESSAGE,
+        {
+            "devices": devices,
+            "keys": [message.keys[d] for d in devices],
+            "max_queue": max_queue,
+            "message_id": message.message_id,
+            "sender": message.sender,
+            "sender_device": message.sender_device,
+            "accepted_at_ms": message.accepted_at_ms,
+            "expires_at_ms": message.expires_at_ms,
+            "device_count": len(devices),
+            "body": message.body,
+        },
+    )
+    assert row is not None
+    created, full = row
+    if created:
+        return StoredSend(True, message.sender, message.sender_device, message.accepted_at_ms, len(devices))
+    # Nothing stored: the id was taken (a retry, or another sender), or a queue is full. A retry
+    # is answered even when queues are full, as by the other stores.
+    first = await _one(
+        conn,
+        "SELECT sender, sender_device, accepted_at_ms, device_count FROM messages WHERE message_id = %b",
+        (message.message_id,),
+    )
+    if first is not None:
+        if (first[0], first[1]) != (message.sender, message.sender_device):
+            raise MessageIdConflict(f"message id {message.message_id.hex()} is used by another sender")
+        return StoredSend(False, first[0], first[1], first[2], first[3])
+    if full is not None:
+        raise QueueFull(
+            f"device {full.hex()} has {max_queue} queued messages", details={"device": full.hex()}
+        )
+    raise _Vanished  # the id was taken, but its body is gone by now (acknowledged): start again
+
+
+async def _fetch_queue(conn: Conn, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
+    if limit <= 0:
+        return []
+    rows = await _all(
+        conn,
+        "SELECT q.seq, q.message_id, m.sender, m.sender_device, m.accepted_at_ms, m.body, q.wrapped_key"
+        " FROM queue AS q JOIN messages AS m ON m.message_id = q.message_id"
+        " WHERE q.device_id = %b AND q.seq > %s ORDER BY q.seq LIMIT %s",
+        (device_id, after_seq, limit),
+    )
+    return [QueueEntry(*row) for row in rows]
+
+
+# Two statements in one round trip (client-side parameters, simple query protocol, which runs
+# them as one implicit transaction): delete the entries and lock their bodies, then delete the
+# bodies left with no entry, seen in the second statement's fresh snapshot. The second may look
+# at every id asked for: a body with no entry at all is an orphan whoever acknowledged it.
+_ACK = """
+WITH gone AS (
+    DELETE FROM queue WHERE device_id = %(device)s AND message_id = ANY(%(ids)s::bytea[])
+    RETURNING message_id
+)
+SELECT message_id FROM messages WHERE message_id IN (SELECT message_id FROM gone)
+ORDER BY message_id FOR UPDATE;
+DELETE FROM messages WHERE message_id = ANY(%(ids)s::bytea[])
+    AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.message_id)
+"""
+
+
+async def _ack(conn: Conn, device_id: bytes, message_ids: list[bytes]) -> int:
+    if not message_ids:
+        return 0
+    cursor = AsyncClientCursor(conn)
+    await cursor.execute(_ACK, {"device": device_id, "ids": list(dict.fromkeys(message_ids))})
+    return len(await cursor.fetchall())
+
+
+async def _delete_orphans(conn: Conn, message_ids: list[bytes]) -> None:
+    """Delete the bodies among ``message_ids`` (locked by the caller) that no entry refers to.
+
+    A statement of its own: its snapshot sees the entries other transactions deleted and
+    committed while we waited for the body locks."""
+    if message_ids:
+        await conn.execute(
+            "DELETE FROM messages WHERE message_id = ANY(%b)"
+            " AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.message_id)",
+            (message_ids,),
+        )
+
+
+async def _queue_depth(conn: Conn, device_id: bytes) -> int:
+    row = await _one(conn, "SELECT depth FROM queue_depths WHERE device_id = %b", (device_id,))
+    return 0 if row is None else int(row[0])
+
+
+async def _message_exists(conn: Conn, message_id: bytes) -> bool:
+    return await _one(conn, "SELECT 1 FROM messages WHERE message_id = %b", (message_id,)) is not None
+
+
+async def _expire(conn: Conn, now_ms: int) -> int:
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
+    held = await _all(
+        conn,
+        "WITH gone AS (DELETE FROM queue WHERE message_id IN"
+        " (SELECT message_id FROM messages WHERE expires_at_ms <= %s) RETURNING message_id)"
+        " SELECT count(*) FROM gone",
+        (now_ms,),
+    )
+    # Bodies go once no entry refers to them; one that gained an entry meanwhile (a send whose
+    # expiry was already past, from a node with a skewed clock) waits for the next sweep.
+    await conn.execute(
+        "DELETE FROM messages WHERE expires_at_ms <= %s"
+        " AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.message_id)",
+        (now_ms,),
+    )
+    return int(held[0][0])
+
+
+# --- device linking ----------------------------------------------------------------------------
+async def _create_link(conn: Conn, link_id: bytes, request: bytes, expires_at_ms: int) -> None:
+    await conn.execute(
+        "INSERT INTO links (link_id, request, expires_at_ms) VALUES (%b, %b, %s)",
+        (link_id, request, expires_at_ms),
+    )
+
+
+async def _get_link(conn: Conn, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
+    row = await _one(
+        conn,
+        "SELECT request, response FROM links WHERE link_id = %b AND expires_at_ms > %s",
+        (link_id, now_ms),
+    )
+    return None if row is None else (row[0], row[1])
+
+
+async def _respond_link(conn: Conn, link_id: bytes, response: bytes, now_ms: int) -> None:
+    answered = await _one(
+        conn,
+        "UPDATE links SET response = %b WHERE link_id = %b AND expires_at_ms > %s AND response IS NULL"
+        " RETURNING link_id",
+        (response, link_id, now_ms),
+    )
+    if answered is None:
+        if await _get_link(conn, link_id, now_ms) is None:
+            raise NotFoundError(f"no pending link {link_id.hex()}")
+        raise ConflictError(f"link {link_id.hex()} was already answered")
+
+
+async def _expire_links(conn: Conn, now_ms: int) -> int:
+    cursor = await conn.execute("DELETE FROM links WHERE expires_at_ms <= %s", (now_ms,))
+    return cursor.rowcount
