@@ -80,8 +80,7 @@ class Authenticator:
         device = await self._store.get_device(sig.device_id)
         if device is None:
             raise AuthenticationError("unknown device")
-        account = await self._store.get_account(device.handle)
-        if account is None or account.disabled:
+        if device.account_disabled:
             raise AuthenticationError("account disabled")
         return device
 

@@ -110,8 +110,16 @@ async def test_create_account_with_a_taken_device_id_stores_nothing(store: Stora
 
 async def test_get_device(store: Storage) -> None:
     await register(store, "alice", 1, 2)
-    assert await store.get_device(dev(2)) == device(2, "alice")
+    found = await store.get_device(dev(2))
+    assert found == device(2, "alice")
+    assert found is not None and not found.account_disabled
     assert await store.get_device(dev(3)) is None
+
+
+async def test_get_device_carries_the_account_disabled_flag(store: Storage) -> None:
+    await store.create_account(account("mallory", disabled=True), [device(4, "mallory")])
+    found = await store.get_device(dev(4))
+    assert found is not None and found.account_disabled
 
 
 async def test_devices_of(store: Storage) -> None:

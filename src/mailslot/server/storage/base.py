@@ -9,7 +9,7 @@ implementation; a new engine is done when it passes.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class DeviceRow:
     device_id: bytes
     handle: str
     sign_key: bytes
+    # Read with the device so authenticating a request is one lookup; not part of identity.
+    account_disabled: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def get_device(self, device_id: bytes) -> DeviceRow | None: ...
+    async def get_device(self, device_id: bytes) -> DeviceRow | None:
+        """The device with its account's ``disabled`` flag (for authentication), or None."""
 
     @abc.abstractmethod
     async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:

@@ -123,7 +123,10 @@ class MemoryStorage(Storage):
         return removed
 
     async def get_device(self, device_id: bytes) -> DeviceRow | None:
-        return self._devices.get(device_id)
+        device = self._devices.get(device_id)
+        if device is None:
+            return None
+        return replace(device, account_disabled=self._accounts[device.handle].disabled)
 
     async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
         return {

@@ -411,9 +411,12 @@ async def _drop_devices(conn: Conn, device_ids: list[bytes]) -> None:
 
 async def _get_device(conn: Conn, device_id: bytes) -> DeviceRow | None:
     row = await _one(
-        conn, "SELECT device_id, handle, sign_key FROM devices WHERE device_id = %b", (device_id,)
+        conn,
+        "SELECT d.device_id, d.handle, d.sign_key, a.disabled FROM devices d"
+        " JOIN accounts a ON a.handle = d.handle WHERE d.device_id = %b",
+        (device_id,),
     )
-    return None if row is None else DeviceRow(*row)
+    return None if row is None else DeviceRow(row[0], row[1], row[2], bool(row[3]))
 
 
 async def _devices_of(conn: Conn, handles: list[str]) -> dict[str, set[bytes]]:

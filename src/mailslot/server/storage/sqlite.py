@@ -43,6 +43,7 @@ from mailslot.server.storage.base import (
     Storage,
     StoredSend,
 )
+from mailslot.server.storage.sqlite_writer import GroupCommitWriter
 
 __all__ = ["SYNCHRONOUS_MODES", "SqliteStorage"]
 
@@ -79,8 +80,9 @@ class SqliteStorage(Storage):
         self.path = os.fspath(path)
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = int(busy_timeout_ms)
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the reader thread
+        self._conn: sqlite3.Connection | None = None  # the reader's connection
+        self._writer: GroupCommitWriter | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -88,18 +90,24 @@ class SqliteStorage(Storage):
             return
         if sqlite3.sqlite_version_info < _MIN_SQLITE:
             raise ConfigError(f"mailslot needs SQLite 3.35 or later, not {sqlite3.sqlite_version}")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailslot-sqlite")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailslot-sqlite-reader")
         try:
-            self._conn = await self._submit(self._connect)
+            writer_conn = await self._submit(self._connect)
+            self._writer = GroupCommitWriter(writer_conn, _translate)
+            self._writer.start()
+            self._conn = await self._submit(self._connect_reader)
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        executor, conn = self._executor, self._conn
-        self._executor, self._conn = None, None
+        executor, conn, writer = self._executor, self._conn, self._writer
+        self._executor, self._conn, self._writer = None, None, None
         if executor is None:
             return
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+            writer.connection.close()
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)  # the queue is drained: the join returns at once
@@ -108,9 +116,9 @@ class SqliteStorage(Storage):
         return await self._read(_schema_version)
 
     def _connect(self) -> sqlite3.Connection:
-        """Open, configure and migrate the database (on the worker thread)."""
+        """Open, configure and migrate the database for the writer thread."""
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the database {self.path}: {exc}") from exc
         try:
@@ -122,6 +130,15 @@ class SqliteStorage(Storage):
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A second connection for reads: in WAL mode they never wait behind the writer."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            self._configure(conn)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot use the database {self.path}: {exc}") from exc
         return conn
 
     def _configure(self, conn: sqlite3.Connection) -> None:
@@ -141,16 +158,16 @@ class SqliteStorage(Storage):
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
     async def _read(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` as one read transaction on the worker."""
+        """Run ``fn(conn, ...)`` as one read transaction on the reader thread."""
         conn = self._connection()
         return await self._submit(lambda: _transaction(conn, "BEGIN", lambda c: fn(c, *args, **kwargs)))
 
     async def _write(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` as one write transaction on the worker."""
-        conn = self._connection()
-        return await self._submit(
-            lambda: _transaction(conn, "BEGIN IMMEDIATE", lambda c: fn(c, *args, **kwargs))
-        )
+        """Run ``fn(conn, ...)`` atomically in the writer's next group commit."""
+        if self._writer is None:
+            raise ServerError("the storage is not open")
+        result: T = await self._writer.run(lambda c: fn(c, *args, **kwargs))
+        return result
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -367,9 +384,11 @@ def _drop_devices(conn: sqlite3.Connection, device_ids: list[bytes]) -> None:
 
 def _get_device(conn: sqlite3.Connection, device_id: bytes) -> DeviceRow | None:
     row = conn.execute(
-        "SELECT device_id, handle, sign_key FROM devices WHERE device_id = ?", (device_id,)
+        "SELECT d.device_id, d.handle, d.sign_key, a.disabled FROM devices d"
+        " JOIN accounts a ON a.handle = d.handle WHERE d.device_id = ?",
+        (device_id,),
     ).fetchone()
-    return None if row is None else DeviceRow(*row)
+    return None if row is None else DeviceRow(row[0], row[1], row[2], bool(row[3]))
 
 
 def _devices_of(conn: sqlite3.Connection, handles: list[str]) -> dict[str, set[bytes]]:
