@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from mailslot.cli.output import iso_time, message_json, safe
-from mailslot.client import ReceivedMessage
+from pathlib import Path
+
+from mailslot.cli.output import human_size, iso_time, message_json, message_text, safe
+from mailslot.client import Attachment, ReceivedMessage
 
 
 def test_iso_time_is_utc_with_milliseconds() -> None:
@@ -26,4 +28,35 @@ def test_message_json_fields() -> None:
         "sent_at": "1970-01-01T00:00:00.000Z",
         "accepted_at": "1970-01-01T00:00:00.005Z",
         "text": "hi",
+        "attachments": [],
     }
+
+
+def test_attachments_in_json_and_text() -> None:
+    saved = Attachment(
+        "ab" * 16 + "-0", "evil\x1b[2J.jpg", 1536, "image/jpeg", "ef" * 32, True, Path("/d/evil.jpg")
+    )
+    failed = Attachment("ab" * 16 + "-1", "x.bin", 3 * 1024**3, "a/b", "ef" * 32, False, None, "gone")
+    message = ReceivedMessage("ab" * 16, "alice", "cd" * 16, ("alice", "bob"), 0, 5, "", (saved, failed))
+    assert message_json(message)["attachments"] == [
+        {
+            "id": "ab" * 16 + "-0",
+            "name": "evil\x1b[2J.jpg",
+            "size": 1536,
+            "media_type": "image/jpeg",
+            "path": "/d/evil.jpg",
+        },
+        {
+            "id": "ab" * 16 + "-1",
+            "name": "x.bin",
+            "size": 3 * 1024**3,
+            "media_type": "a/b",
+            "path": None,
+            "error": "gone",
+        },
+    ]
+    shown = message_text(message).plain
+    assert "\x1b" not in shown
+    assert "attachment evil\ufffd[2J.jpg  image/jpeg, 1.5 KiB  saved to /d/evil.jpg" in shown
+    assert "attachment x.bin  a/b, 3.0 GiB  not saved: gone" in shown
+    assert [human_size(n) for n in (0, 1023, 1024, 5 * 1024**2)] == ["0 B", "1023 B", "1.0 KiB", "5.0 MiB"]

@@ -7,6 +7,7 @@ import mailslot.client
 
 def test_exported_members() -> None:
     assert sorted(mailslot.client.__all__) == [
+        "Attachment",
         "Client",
         "HistoryEntry",
         "KdfParams",

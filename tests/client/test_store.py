@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from mailslot.client.models import Direction, HistoryEntry
-from mailslot.client.store import SCHEMA_VERSION, Store
-from mailslot.errors import KeyChanged, SchemaTooNew, VerificationError
+from mailslot.client.store import _SCHEMA_1, SCHEMA_VERSION, Store, StoredAttachment
+from mailslot.errors import InputError, KeyChanged, SchemaTooNew, VerificationError
+from mailslot.protocol import chunked
+from mailslot.protocol.attachment import AttachmentRef
 
 
 @pytest.fixture
@@ -106,3 +108,55 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaTooNew):
         Store.open(tmp_path)
+
+
+def _ref(name: str = "a.bin", size: int = 3) -> AttachmentRef:
+    return AttachmentRef(
+        b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, chunked.ciphertext_size(size), size, name, "x/y", b"jpg"
+    )
+
+
+def test_attachments_are_stored_with_their_message(store: Store) -> None:
+    entry = _entry("0e" * 16, ("alice", "bob"), "bob", 1)
+    stored = [StoredAttachment(entry.id, 0, _ref()), StoredAttachment(entry.id, 2, _ref("b.bin", 0))]
+    store.add_message(entry, stored)
+    assert store.attachment(f"{entry.id}-2") == stored[1]
+    assert store.attachment(f"{entry.id}-1") is None
+    (history,) = store.history()
+    assert [a.id for a in history.attachments] == [f"{entry.id}-0", f"{entry.id}-2"]
+    assert history.attachments[0].has_thumbnail and history.attachments[0].path is None
+
+    store.set_attachment_result(f"{entry.id}-0", Path("/tmp/a.bin"), None)
+    store.set_attachment_result(f"{entry.id}-2", None, "gone")
+    first, second = store.history()[0].attachments
+    assert (first.path, first.error) == (Path("/tmp/a.bin"), None)
+    assert (second.path, second.error) == (None, "gone")
+    assert store.attachment(f"{entry.id}-0").ref.key == b"\x02" * 32  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", ["", "0e" * 16, "0e" * 16 + "-", "0e" * 16 + "-x", "zz" * 16 + "-0", "0e-0"])
+def test_malformed_attachment_ids_are_input_errors(store: Store, bad: str) -> None:
+    with pytest.raises(InputError, match="invalid attachment id"):
+        store.attachment(bad)
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    """A database written before attachments existed gains the table and keeps its data."""
+    conn = sqlite3.connect(tmp_path / Store.FILENAME)
+    for statement in _SCHEMA_1.split(";"):
+        conn.execute(statement)
+    conn.execute("INSERT INTO seen_ids VALUES ('0f0f', 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path)
+    try:
+        assert store.is_seen("0f0f")
+        entry = _entry("0f" * 16, ("alice", "bob"), "bob", 1)
+        assert store.add_message(entry, [StoredAttachment(entry.id, 0, _ref())])
+        assert store.history()[0].attachments[0].name == "a.bin"
+    finally:
+        store.close()
+    conn = sqlite3.connect(tmp_path / Store.FILENAME)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+    conn.close()

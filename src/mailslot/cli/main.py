@@ -17,6 +17,7 @@ import click
 
 from mailslot import __version__
 from mailslot.cli.account_cmd import account
+from mailslot.cli.attachment_cmd import attachment
 from mailslot.cli.demo_cmd import demo
 from mailslot.cli.device_cmd import device
 from mailslot.cli.message_cmd import history, receive, send
@@ -136,6 +137,7 @@ cli.add_command(device)
 cli.add_command(send)
 cli.add_command(receive)
 cli.add_command(history)
+cli.add_command(attachment)
 cli.add_command(server)
 cli.add_command(serve)
 cli.add_command(demo)

@@ -4,51 +4,78 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from mailslot.cli.output import attachment_json
 from mailslot.client import Client, HistoryEntry, SentMessage
+from mailslot.client.attachments import check_sources
 from mailslot.errors import InputError
 from mailslot.protocol.identity import check_handle
 
 if TYPE_CHECKING:
     from mailslot.cli.main import Settings
 
+DOWNLOADS_HELP = "Save attachments into DIR (default: the downloads folder in --home)."
 
-def _read_text(message: str | None) -> str:
-    """The message from ``-m``, else all of standard input (one trailing newline dropped)."""
+
+def _read_text(message: str | None, *, attaching: bool) -> str:
+    """The message from ``-m``, else all of standard input (one trailing newline dropped).
+
+    With attachments and no ``-m`` there is no text (standard input is not read); without
+    attachments the text must not be blank.
+    """
     if message is not None:
         text = message
+    elif attaching:
+        text = ""
     else:
         if sys.stdin.isatty():
             click.echo("Type the message; end it with Ctrl-D on a line of its own.", err=True)
         text = sys.stdin.read().removesuffix("\n")
-    if not text.strip():
+    if not attaching and not text.strip():
         raise InputError("the message is empty")
     return text
 
 
 @click.command("send")
 @click.argument("handles", nargs=-1, required=True, metavar="HANDLE...")
-@click.option("-m", "--message", metavar="TEXT", help="The text (default: read standard input).")
+@click.option("-m", "--message", metavar="TEXT", help="The text (default: standard input, unless -a).")
+@click.option(
+    "-a",
+    "--attach",
+    "attachments",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Attach FILE (repeat for several files).",
+)
 @click.pass_obj
-def send(settings: Settings, handles: tuple[str, ...], message: str | None) -> None:
+def send(
+    settings: Settings, handles: tuple[str, ...], message: str | None, attachments: tuple[Path, ...]
+) -> None:
     """Send a message to HANDLE (several handles make a group conversation).
 
     It is encrypted here for every device of every recipient, and for your own other devices.
+    Attached files, and a text too long to travel inline, are encrypted here too and uploaded
+    first; the server never sees their names, types or contents.
     """
     for handle in handles:
         check_handle(handle)
+    check_sources(attachments)  # a missing or unreadable file stops here, before anything else
     passphrase = settings.passphrase()
-    text = _read_text(message)
+    text = _read_text(message, attaching=bool(attachments))
 
     async def run() -> SentMessage:
         async with Client.open(settings.home, passphrase=passphrase) as client:
-            return await client.send(list(handles), text)
+            with settings.output.transfers("upload") as progress:
+                return await client.send(list(handles), text, list(attachments), progress=progress)
 
     sent = asyncio.run(run())
-    settings.output.result({"id": sent.id, "devices": sent.devices}, sent.id)
+    attached = [attachment_json(a) for a in sent.attachments]
+    settings.output.result({"id": sent.id, "devices": sent.devices, "attachments": attached}, sent.id)
 
 
 @click.command("receive")
@@ -59,15 +86,30 @@ def send(settings: Settings, handles: tuple[str, ...], message: str | None) -> N
     metavar="S",
     help="After the queue is drained, keep receiving new mail for S seconds (default: stop).",
 )
+@click.option(
+    "--downloads", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", help=DOWNLOADS_HELP
+)
+@click.option(
+    "--no-download",
+    is_flag=True,
+    help="List attachments without downloading them (later: mailslot attachment get ID).",
+)
 @click.pass_obj
-def receive(settings: Settings, timeout: float | None) -> None:
-    """Fetch, verify and show new messages (they are then kept in the local history)."""
+def receive(settings: Settings, timeout: float | None, downloads: Path | None, no_download: bool) -> None:
+    """Fetch, verify and show new messages (they are then kept in the local history).
+
+    Attachments are downloaded, checked and decrypted into the downloads folder, under
+    sanitised names that never overwrite a file; a long text arrives as ordinary text.
+    """
     passphrase = settings.passphrase()
 
     async def run() -> None:
         async with Client.open(settings.home, passphrase=passphrase) as client:
-            async for message in client.receive(timeout=timeout):
-                settings.output.message(message)
+            with settings.output.transfers("download") as progress:
+                async for message in client.receive(
+                    timeout=timeout, download=not no_download, downloads=downloads, progress=progress
+                ):
+                    settings.output.message(message)
 
     asyncio.run(run())
 

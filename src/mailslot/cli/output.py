@@ -5,23 +5,38 @@ in text mode control characters are replaced before printing, so a message canno
 cursor, recolour the terminal or fake other output, and rich markup is never interpreted in it.
 JSON output is plain ``json.dumps`` (which escapes control characters itself), flushed after
 each line so a pipe sees each object at once.
+
+Transfers (attachment uploads and downloads) draw a progress bar per file on standard error,
+only in text mode and only when standard error is a terminal: never in JSON mode or a pipe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from mailslot.client import HistoryEntry, ReceivedMessage
+from mailslot.client import Attachment, HistoryEntry, ReceivedMessage
+from mailslot.client.attachments import ProgressFor
+from mailslot.client.blobs import Progress as OnProgress
 from mailslot.protocol.device_list import DeviceList
 
 Mode = Literal["text", "json"]
@@ -31,6 +46,16 @@ def iso_time(ms: int) -> str:
     """Unix milliseconds as ISO 8601 UTC, e.g. ``2025-01-31T12:00:00.123Z``."""
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def human_size(size: int) -> str:
+    """``size`` bytes in binary units, e.g. ``1.5 MiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def safe(text: str) -> str:
@@ -73,6 +98,28 @@ class Output:
         for message in messages:
             self.message(message)
 
+    def attachment(self, attachment: Attachment) -> None:
+        if self.mode == "json":
+            self.json(attachment_json(attachment))
+        else:
+            self.text(attachment_text(attachment))
+
+    @contextlib.contextmanager
+    def transfers(self, verb: str) -> Iterator[ProgressFor | None]:
+        """Progress bars for the transfers inside the block, if a person is watching."""
+        console = Console(stderr=True)
+        if self.mode == "json" or not console.is_terminal:
+            yield None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True))
+        with Progress(*columns, TransferSpeedColumn(), TimeRemainingColumn(), console=console) as bars:
+
+            def for_file(name: str) -> OnProgress:
+                task = bars.add_task(f"{verb} {escape(safe(name))}", total=None)
+                return lambda done, total: bars.update(task, completed=done, total=total)
+
+            yield for_file
+
     def device_list(self, device_list: DeviceList, this_device: str) -> None:
         if self.mode == "json":
             self.json(device_list_json(device_list))
@@ -92,7 +139,38 @@ def message_json(message: ReceivedMessage | HistoryEntry) -> dict[str, Any]:
     }
     if isinstance(message, HistoryEntry):
         value["direction"] = message.direction
+    value["attachments"] = [attachment_json(a) for a in message.attachments]
     return value
+
+
+def attachment_json(attachment: Attachment) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "id": attachment.id,
+        "name": attachment.name,
+        "size": attachment.size,
+        "media_type": attachment.media_type,
+        "path": str(attachment.path) if attachment.path is not None else None,
+    }
+    if attachment.error is not None:
+        value["error"] = attachment.error
+    return value
+
+
+def attachment_text(attachment: Attachment) -> Text:
+    """One readable line: name, type, size, and where it is (or why not, or how to get it)."""
+    line = Text("attachment ", style="dim")
+    line.append(safe(attachment.name), style="bold")
+    line.append(f"  {safe(attachment.media_type)}, {human_size(attachment.size)}  ", style="dim")
+    if attachment.path is not None:
+        line.append("saved to ")
+        line.append(safe(str(attachment.path)), style="green")
+    elif attachment.error is not None:
+        line.append("not saved: " + safe(attachment.error), style="red")
+    else:
+        line.append(f"not downloaded: mailslot attachment get {attachment.id}", style="yellow")
+        return line
+    line.append(f"  id {attachment.id}", style="dim")
+    return line
 
 
 def message_text(message: ReceivedMessage | HistoryEntry) -> Text:
@@ -102,8 +180,12 @@ def message_text(message: ReceivedMessage | HistoryEntry) -> Text:
     line.append("  ")
     line.append(message.sender, style="bold cyan")
     line.append(" → " + ", ".join(others), style="cyan")
-    line.append("\n")
-    line.append(safe(message.text))
+    if message.text:
+        line.append("\n")
+        line.append(safe(message.text))
+    for attachment in message.attachments:
+        line.append("\n")
+        line.append_text(attachment_text(attachment))
     return line
 
 

@@ -4,9 +4,9 @@ Typical use::
 
     client = await Client.register(home, "https://chat.example", "alice", passphrase=b"...")
     async with client:
-        await client.send(["bob"], "hello")
-        async for message in client.receive(timeout=30):
-            print(message.sender, message.text)
+        await client.send(["bob"], "hello", [Path("photo.jpg")])
+        async for message in client.receive(timeout=30, download=True):
+            print(message.sender, message.text, [a.path for a in message.attachments])
 
 A second device: ``pending = await Client.start_link(home2, server, ...)``; show
 ``pending.code``; on the first device ``await client.approve(code)``; then
@@ -18,21 +18,25 @@ the device's session and gives them one small public face.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 from mailslot.client import linking
+from mailslot.client.attachments import ProgressFor, no_progress, save_bytes
 from mailslot.client.keystore import DeviceSecrets, KdfParams
 from mailslot.client.linking import PendingLink
-from mailslot.client.models import HistoryEntry, ReceivedMessage, SentMessage
-from mailslot.client.receiving import Receiver
-from mailslot.client.sending import send_text
+from mailslot.client.models import Attachment, HistoryEntry, ReceivedMessage, SentMessage
+from mailslot.client.receiving import Fetch, Receiver, download_attachment
+from mailslot.client.sending import send_message
 from mailslot.client.session import Session, create_home, ensure_new_home, open_session, read_ca
 from mailslot.client.transport import Transport, normalize_server
-from mailslot.errors import InputError
+from mailslot.errors import InputError, NotFoundError
 from mailslot.protocol import wire
 from mailslot.protocol.device_list import DeviceList, DeviceRecord, sign_device_list
 from mailslot.protocol.identity import AccountKey, DeviceKeys, check_handle
+
+DOWNLOADS_DIR = "downloads"
 
 
 class Client:
@@ -40,7 +44,6 @@ class Client:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._receiver = Receiver(session)
 
     # --- setting a device up -----------------------------------------------------------------
 
@@ -140,6 +143,11 @@ class Client:
     def home(self) -> Path:
         return self._session.home
 
+    @property
+    def default_downloads(self) -> Path:
+        """Where attachments are saved unless the caller says otherwise: ``<home>/downloads``."""
+        return self._session.home / DOWNLOADS_DIR
+
     # --- devices -----------------------------------------------------------------------------
 
     async def approve(self, code: str) -> DeviceRecord:
@@ -152,17 +160,76 @@ class Client:
 
     # --- messages ------------------------------------------------------------------------------
 
-    async def send(self, recipients: list[str], text: str) -> SentMessage:
-        """Send ``text`` to ``recipients`` (several make a group); see ``sending``."""
-        return await send_text(self._session, recipients, text)
+    async def send(
+        self,
+        recipients: list[str],
+        text: str,
+        attachments: Sequence[Path] = (),
+        *,
+        progress: ProgressFor | None = None,
+    ) -> SentMessage:
+        """Send ``text`` and the files ``attachments`` to ``recipients`` (several make a group).
 
-    async def receive(self, *, timeout: float | None = None) -> AsyncIterator[ReceivedMessage]:
-        """Queued messages, then (if ``timeout`` > 0) new ones for ``timeout`` seconds."""
-        async for message in self._receiver.drain():
-            yield message
-        if timeout is not None and timeout > 0:
-            async for message in self._receiver.stream(timeout):
+        Files, and a text longer than the inline limit, are encrypted and uploaded first
+        (``progress(name)`` gives the callback that follows each file's upload); see
+        ``sending``. A message may be only attachments (``text`` empty).
+        """
+        return await send_message(self._session, recipients, text, attachments, progress or no_progress)
+
+    async def receive(
+        self,
+        *,
+        timeout: float | None = None,
+        download: bool = False,
+        downloads: Path | None = None,
+        progress: ProgressFor | None = None,
+    ) -> AsyncGenerator[ReceivedMessage, None]:
+        """Queued messages, then (if ``timeout`` > 0) new ones for ``timeout`` seconds.
+
+        With ``download``, each message's files are saved into ``downloads`` (default
+        ``default_downloads``) before it is yielded; the attachments say where, or why not.
+        """
+        folder = downloads or self.default_downloads
+        receiver = Receiver(self._session, Fetch(download, folder, progress or no_progress))
+        async with contextlib.aclosing(receiver.drain()) as queued:
+            async for message in queued:
                 yield message
+        if timeout is not None and timeout > 0:
+            async with contextlib.aclosing(receiver.stream(timeout)) as pushed:  # closes the socket
+                async for message in pushed:
+                    yield message
+
+    async def fetch_attachment(
+        self, attachment_id: str, *, downloads: Path | None = None, progress: ProgressFor | None = None
+    ) -> Attachment:
+        """Download (again) the attachment ``<message id>-<n>`` while its blob lives.
+
+        Saved under a new name if an earlier copy is there; ``NotFoundError`` if this device
+        has no such attachment or the server no longer has the blob, ``VerificationError`` if
+        it fails a check (nothing is saved then).
+        """
+        fetch = Fetch(True, downloads or self.default_downloads, progress or no_progress)
+        return await download_attachment(self._session, attachment_id, fetch, quiet=False)
+
+    def thumbnail(self, attachment_id: str) -> bytes:
+        """The JPEG preview the sender put in the message (``b""`` if none)."""
+        stored = self._session.store.attachment(attachment_id)
+        if stored is None:
+            raise NotFoundError(f"no attachment {attachment_id} on this device")
+        return stored.ref.thumbnail
+
+    async def save_thumbnail(
+        self, attachment_id: str, *, downloads: Path | None = None
+    ) -> tuple[Attachment, Path]:
+        """Save the preview as ``<name>.preview.jpg`` in the downloads folder (safe name, no
+        overwrite); ``NotFoundError`` if the attachment has none."""
+        stored = self._session.store.attachment(attachment_id)
+        if stored is None or not stored.ref.thumbnail:
+            raise NotFoundError(f"attachment {attachment_id} has no preview on this device")
+        path = await save_bytes(
+            stored.ref.thumbnail, f"{stored.ref.name}.preview.jpg", downloads or self.default_downloads
+        )
+        return stored.public(), path
 
     def history(self, handle: str | None = None) -> list[HistoryEntry]:
         """Stored messages, oldest first; with ``handle``, conversations that include it."""

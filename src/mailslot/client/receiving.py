@@ -13,26 +13,45 @@ Each delivery ends in one of three ways:
   warning says why; dropping it would lose mail over a fault that is not the sender's.
 
 Network and server failures propagate: nothing is acknowledged that was not processed.
+
+A message with attachments (``KIND_RICH``): a long text is fetched, checked and decrypted
+before the message is stored, so that it is stored and shown as ordinary text; a network
+failure there leaves the message queued, like any other. If the long text cannot be had for
+good (its blob fails a check, has expired, or is too large), the message is still stored and
+shown, with the long text listed as an attachment that failed (``error``). Files are stored
+as references with the message; when the caller asks (``Fetch.download``), each is then
+fetched into the downloads folder, after the acknowledgement: a failed download is recorded
+on that attachment (and can be retried with ``Client.fetch_attachment``), never a reason to
+lose or redeliver the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from mailslot import errors
-from mailslot.client.models import HistoryEntry, ReceivedMessage
+from mailslot.client.attachments import ProgressFor, no_progress, read_long_text, save
+from mailslot.client.models import Attachment, HistoryEntry, ReceivedMessage
 from mailslot.client.session import Session
+from mailslot.client.store import StoredAttachment
 from mailslot.client.transport import now_ms
 from mailslot.errors import (
     InputError,
     KeyChanged,
+    LimitExceeded,
     MessageRejected,
+    NetworkError,
     NotFoundError,
+    TooLarge,
     VerificationError,
 )
 from mailslot.protocol import wire
@@ -46,17 +65,31 @@ PAGE_SIZE = 100
 RECONNECT_DELAY = 1.0
 
 
+# What can go wrong with one blob for good, or for now, without being the receiver's fault.
+BLOB_FAILURES = (VerificationError, NotFoundError, LimitExceeded, NetworkError)
+
+
 class _Hold(Exception):
     """The delivery cannot be judged now; leave it queued."""
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """What to do with the files that come with messages."""
+
+    download: bool = False
+    folder: Path | None = None  # the downloads folder; required when ``download``
+    progress: ProgressFor = no_progress
 
 
 class Receiver:
     """Turns the server's deliveries into verified, stored, acknowledged messages."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, fetch: Fetch | None = None) -> None:
         self._session = session
+        self._fetch = fetch or Fetch()
 
-    async def drain(self) -> AsyncIterator[ReceivedMessage]:
+    async def drain(self) -> AsyncGenerator[ReceivedMessage, None]:
         """Everything queued now, page by page over HTTP (``after`` paging until not ``more``)."""
         after = 0
         while True:
@@ -74,27 +107,32 @@ class Receiver:
                     continue
                 await self._ack_http(delivery.message_id)
                 if message is not None:
-                    yield message
+                    yield await self._files(message)
             if not page.more or not page.messages:
                 return
 
-    async def stream(self, seconds: float) -> AsyncIterator[ReceivedMessage]:
-        """New mail pushed over the WebSocket for ``seconds``, reconnecting if it drops."""
+    async def stream(self, seconds: float) -> AsyncGenerator[ReceivedMessage, None]:
+        """New mail pushed over the WebSocket for ``seconds``, reconnecting if it drops.
+
+        Closing this iterator early closes the inner ones at once, and so the WebSocket.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while loop.time() < deadline:
             try:
                 async with self._session.transport.websocket() as ws:
-                    async for message in self.drain():  # what came before the socket was up
-                        yield message
-                    async for message in self._read(ws, deadline):
-                        yield message
+                    async with contextlib.aclosing(self.drain()) as queued:  # before the socket was up
+                        async for message in queued:
+                            yield message
+                    async with contextlib.aclosing(self._read(ws, deadline)) as pushed:
+                        async for message in pushed:
+                            yield message
                 return
             except ConnectionClosed as exc:
                 log.info("WebSocket closed (%s); reconnecting", exc)
                 await asyncio.sleep(min(RECONNECT_DELAY, max(0.0, deadline - loop.time())))
 
-    async def _read(self, ws: ClientConnection, deadline: float) -> AsyncIterator[ReceivedMessage]:
+    async def _read(self, ws: ClientConnection, deadline: float) -> AsyncGenerator[ReceivedMessage, None]:
         loop = asyncio.get_running_loop()
         while (remaining := deadline - loop.time()) > 0:
             try:
@@ -112,7 +150,7 @@ class Receiver:
                 continue
             await ws.send(wire.encode(wire.WsAck(message_ids=[frame.delivery.message_id])).decode())
             if message is not None:
-                yield message
+                yield await self._files(message)
 
     async def _ack_http(self, message_id: str) -> None:
         await self._session.transport.call(
@@ -137,7 +175,7 @@ class Receiver:
         except MessageRejected as exc:
             log.warning("dropped message %s from %s: %s", delivery.message_id, delivery.sender, exc.reason)
             return None
-        return self._store(content, delivery.accepted_at)
+        return await self._store(content, delivery.accepted_at)
 
     async def _sender_list(self, envelope: Envelope) -> DeviceList:
         """The sender's verified list, fetched again once if the sender device is not in it."""
@@ -156,10 +194,33 @@ class Receiver:
             raise _Hold from exc
         return sender_list
 
-    def _store(self, content: Content, accepted_at_ms: int) -> ReceivedMessage | None:
+    async def _resolve(self, content: Content) -> tuple[str, list[StoredAttachment]]:
+        """The full text of a verified content and the attachment references to store.
+
+        A long text is fetched here; ``NetworkError`` propagates (the message stays queued).
+        """
+        rich = content.rich
+        text, stored = rich.text, []
+        for position, ref in enumerate(rich.attachments):
+            entry = StoredAttachment(content.message_id.hex(), position, ref)
+            if ref.is_long_text:
+                try:
+                    text = await read_long_text(self._session.transport, ref, no_progress(ref.name))
+                    continue
+                except (VerificationError, NotFoundError, TooLarge) as exc:
+                    log.warning("long text of message %s not shown: %s", entry.message_id, exc.message)
+                    entry = dataclasses.replace(entry, error=exc.message)
+            stored.append(entry)
+        return text, stored
+
+    async def _store(self, content: Content, accepted_at_ms: int) -> ReceivedMessage | None:
         own = content.sender == self._session.secrets.handle
-        entry = HistoryEntry.of(content, accepted_at_ms, "out" if own else "in", now_ms())
-        if not self._session.store.add_message(entry):
+        text, stored = await self._resolve(content)
+        attachments = tuple(a.public() for a in stored)
+        entry = HistoryEntry.of(
+            content, accepted_at_ms, "out" if own else "in", now_ms(), text=text, attachments=attachments
+        )
+        if not self._session.store.add_message(entry, stored):
             return None
         return ReceivedMessage(
             id=entry.id,
@@ -169,7 +230,43 @@ class Receiver:
             sent_at_ms=entry.sent_at_ms,
             accepted_at_ms=entry.accepted_at_ms,
             text=entry.text,
+            attachments=attachments,
         )
+
+    async def _files(self, message: ReceivedMessage) -> ReceivedMessage:
+        """Download the message's files into the downloads folder, if the caller asked."""
+        if not self._fetch.download or not message.attachments:
+            return message
+        saved = [await self._download(a) if a.error is None else a for a in message.attachments]
+        return dataclasses.replace(message, attachments=tuple(saved))
+
+    async def _download(self, attachment: Attachment) -> Attachment:
+        return await download_attachment(self._session, attachment.id, self._fetch, quiet=True)
+
+
+async def download_attachment(
+    session: Session, attachment_id: str, fetch: Fetch, *, quiet: bool
+) -> Attachment:
+    """Fetch one stored attachment into ``fetch.folder`` and record the outcome.
+
+    With ``quiet`` a failure of the blob (see ``BLOB_FAILURES``) is recorded on the
+    attachment and logged, not raised; local failures (the folder) always raise.
+    """
+    stored = session.store.attachment(attachment_id)
+    if stored is None:
+        raise NotFoundError(f"no attachment {attachment_id} on this device")
+    if fetch.folder is None:
+        raise InputError("no downloads folder given")
+    try:
+        path = await save(session.transport, stored.ref, fetch.folder, fetch.progress(stored.ref.name))
+    except BLOB_FAILURES as exc:
+        session.store.set_attachment_result(attachment_id, stored.path, exc.message)
+        if not quiet:
+            raise
+        log.warning("attachment %s not saved: %s", attachment_id, exc.message)
+        return dataclasses.replace(stored, error=exc.message).public()
+    session.store.set_attachment_result(attachment_id, path, None)
+    return dataclasses.replace(stored, path=path, error=None).public()
 
 
 def _envelope(delivery: wire.Delivery) -> Envelope:
@@ -183,8 +280,8 @@ def _envelope(delivery: wire.Delivery) -> Envelope:
 
 
 def _text_of(content: Content) -> str:
-    """The text of a verified content; any other kind is rejected (nothing else exists yet),
-    before anything is stored."""
+    """The inline text of a verified content (text or rich); anything that does not decode is
+    rejected before anything is stored."""
     try:
         return content.text
     except (InputError, UnicodeDecodeError) as exc:

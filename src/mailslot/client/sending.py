@@ -1,4 +1,13 @@
-"""Sending a text message to one or more accounts (a group is just several recipients).
+"""Sending a message to one or more accounts (a group is just several recipients).
+
+A message is text, files, or both. Files and a text longer than ``INLINE_TEXT_LIMIT`` bytes
+travel as encrypted blobs (``attachments``, ``blobs``), uploaded BEFORE the message is sealed,
+and the message then carries a ``RichBody`` (kind ``KIND_RICH``) with their references; a
+short text alone stays a plain ``KIND_TEXT`` message. Everything that can be checked locally
+or cheaply is checked before the first byte is uploaded: the recipients (their verified device
+lists are fetched first, so an unknown handle fails at once), every file to attach (opened
+up front), and the number of attachments. An upload whose message is never sent leaves a blob
+nobody can read, which the server deletes when it expires.
 
 The message is sealed for exactly the devices named in verified device lists: every device of
 every recipient, and this account's other devices (so they keep the same history). The server
@@ -11,15 +20,28 @@ the ghost device the signed lists exist to keep out, and the send fails instead.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from pathlib import Path
 
+from mailslot.client.attachments import (
+    THUMBNAIL_BUDGET,
+    ProgressFor,
+    Source,
+    long_text_source,
+    no_progress,
+    open_sources,
+    upload,
+)
 from mailslot.client.models import HistoryEntry, SentMessage
 from mailslot.client.session import Session
+from mailslot.client.store import StoredAttachment
 from mailslot.client.transport import now_ms
 from mailslot.errors import DeviceMismatch, InputError, NetworkError
 from mailslot.protocol import crypto, wire
+from mailslot.protocol.attachment import INLINE_TEXT_LIMIT, MAX_ATTACHMENTS, AttachmentRef, RichBody
 from mailslot.protocol.device_list import DeviceList
 from mailslot.protocol.identity import MESSAGE_ID_SIZE, check_handle
-from mailslot.protocol.message import KIND_TEXT, MAX_MEMBERS, Content, members_of, seal_message
+from mailslot.protocol.message import KIND_RICH, KIND_TEXT, MAX_MEMBERS, Content, members_of, seal_message
 
 MAX_TRIES = 3
 # Waits before re-posting after a dropped connection; the same message id makes it safe.
@@ -62,22 +84,89 @@ def _stale_handles(session: Session, exc: DeviceMismatch, involved: list[str]) -
     return changed or set(involved)
 
 
-async def send_text(session: Session, recipients: list[str], text: str) -> SentMessage:
-    """Seal ``text`` for every device of ``recipients`` and this account's other devices."""
-    if not text:
+def _open_all(text: str, attachments: Sequence[Path]) -> list[Source]:
+    """The files to attach, opened, and the long text as one more source, if it is long."""
+    encoded = text.encode("utf-8")
+    long_text = len(encoded) > INLINE_TEXT_LIMIT
+    if len(attachments) + long_text > MAX_ATTACHMENTS:
+        raise InputError(f"at most {MAX_ATTACHMENTS} attachments per message (a long text counts as one)")
+    sources = open_sources(attachments)
+    if long_text:
+        sources.append(long_text_source(encoded))
+    return sources
+
+
+async def _upload_all(session: Session, sources: list[Source], progress: ProgressFor) -> list[AttachmentRef]:
+    """Upload every source, one after the other; thumbnails share ``THUMBNAIL_BUDGET``."""
+    refs: list[AttachmentRef] = []
+    room = THUMBNAIL_BUDGET
+    for source in sources:
+        report = no_progress(source.name) if source.flags else progress(source.name)
+        ref = await upload(session.transport, source, report, thumbnail_room=room)
+        room -= len(ref.thumbnail)
+        refs.append(ref)
+    return refs
+
+
+async def _body(
+    session: Session, text: str, sources: list[Source], involved: list[str], progress: ProgressFor
+) -> tuple[int, bytes]:
+    """The content kind and body, uploading what has to travel as a blob (once the
+    recipients are known to exist: their device lists are fetched first)."""
+    await _targets(session, involved, set())
+    refs = await _upload_all(session, sources, progress)
+    if not refs:
+        return KIND_TEXT, text.encode("utf-8")
+    inline = "" if any(ref.is_long_text for ref in refs) else text
+    return KIND_RICH, RichBody(inline, tuple(refs)).to_bytes()
+
+
+async def send_message(
+    session: Session,
+    recipients: list[str],
+    text: str,
+    attachments: Sequence[Path] = (),
+    progress: ProgressFor = no_progress,
+) -> SentMessage:
+    """Seal ``text`` and ``attachments`` for every device of ``recipients`` and this
+    account's other devices; see the module docstring for the order of the checks."""
+    if not text and not attachments:
         raise InputError("the message is empty")
     others = _recipients(session, recipients)
     own = session.secrets.handle
     involved = [*others, own]
+    sources = _open_all(text, attachments)  # an unreadable file fails before any network use
+    try:
+        kind, body = await _body(session, text, sources, involved, progress)
+    finally:
+        for source in sources:
+            source.close()
     content = Content(
         sender=own,
         sender_device=session.secrets.device.device_id,
         members=members_of(own, others),
         message_id=crypto.random_bytes(MESSAGE_ID_SIZE),
         sent_at_ms=now_ms(),
-        kind=KIND_TEXT,
-        body=text.encode("utf-8"),
+        kind=kind,
+        body=body,
     )
+    response = await _deliver(session, content, others, involved)
+    stored = [
+        StoredAttachment(content.message_id.hex(), i, ref, path=_absolute(source.path))
+        for i, (ref, source) in enumerate(zip(content.rich.attachments, sources, strict=True))
+        if not ref.is_long_text
+    ]
+    return _record_sent(session, content, response, text, stored)
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return path.resolve() if path is not None else None
+
+
+async def _deliver(
+    session: Session, content: Content, others: list[str], involved: list[str]
+) -> wire.SendResponse:
+    """Seal and post ``content``, re-fetching device lists after a device mismatch."""
     refresh: set[str] = set()
     for attempt in range(1, MAX_TRIES + 1):
         targets = await _targets(session, involved, refresh)
@@ -89,13 +178,11 @@ async def send_text(session: Session, recipients: list[str], text: str) -> SentM
             keys={device.hex(): key for device, key in sealed.wrapped_keys.items()},
         )
         try:
-            response = await _post(session, request)
+            return await _post(session, request)
         except DeviceMismatch as exc:
             if attempt == MAX_TRIES:
                 raise
             refresh = _stale_handles(session, exc, involved)
-            continue
-        return _record_sent(session, content, response)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -113,13 +200,23 @@ async def _post(session: Session, request: wire.SendRequest) -> wire.SendRespons
     return await session.transport.call("POST", "/v1/messages", wire.SendResponse, body=request)
 
 
-def _record_sent(session: Session, content: Content, response: wire.SendResponse) -> SentMessage:
-    entry = HistoryEntry.of(content, response.accepted_at, "out", now_ms())
-    session.store.add_message(entry)
+def _record_sent(
+    session: Session,
+    content: Content,
+    response: wire.SendResponse,
+    text: str,
+    stored: list[StoredAttachment],
+) -> SentMessage:
+    attachments = tuple(a.public() for a in stored)
+    entry = HistoryEntry.of(
+        content, response.accepted_at, "out", now_ms(), text=text, attachments=attachments
+    )
+    session.store.add_message(entry, stored)
     return SentMessage(
         id=entry.id,
         members=content.members,
         sent_at_ms=content.sent_at_ms,
         accepted_at_ms=response.accepted_at,
         devices=response.devices,
+        attachments=attachments,
     )

@@ -8,9 +8,13 @@ that guard against a lying server live here, next to the data they protect:
 * no rollback: a device list with a lower version than the stored one is refused, and so is a
   different list under the same version (a server showing two faces);
 * de-duplication: a received message id is recorded together with its history row, in one
-  transaction, so a redelivered message is recognised even after a crash.
+  transaction, so a redelivered message is recognised even after a crash;
+* attachments: each message's attachment references (blob address, key, hash, sizes, name,
+  media type, thumbnail) are stored with it, in the same transaction, so that a file can be
+  fetched again while its blob lives; the key is as private as the message text beside it.
 
-The schema version is ``PRAGMA user_version``; a file written by a newer mailslot is refused.
+The schema version is ``PRAGMA user_version``, raised one numbered migration at a time
+(``_MIGRATIONS``, each in its own transaction); a file written by a newer mailslot is refused.
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mailslot.client.models import HistoryEntry
-from mailslot.errors import ConfigError, KeyChanged, SchemaTooNew, VerificationError
+from mailslot.client.models import Attachment, HistoryEntry
+from mailslot.errors import ConfigError, InputError, KeyChanged, SchemaTooNew, VerificationError
+from mailslot.protocol.attachment import AttachmentRef
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
+_SCHEMA_1 = """
 CREATE TABLE contacts (
     handle TEXT PRIMARY KEY,
     account_key BLOB NOT NULL,
@@ -59,6 +64,81 @@ CREATE TABLE seen_ids (
     seen_at_ms INTEGER NOT NULL
 );
 """
+
+_SCHEMA_2 = """
+CREATE TABLE attachments (
+    message_id TEXT NOT NULL REFERENCES messages(message_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    blob_id BLOB NOT NULL,
+    blob_key BLOB NOT NULL,
+    sha256 BLOB NOT NULL,
+    blob_size INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    thumbnail BLOB NOT NULL,
+    flags INTEGER NOT NULL,
+    saved_path TEXT,
+    error TEXT,
+    PRIMARY KEY (message_id, position)
+);
+"""
+
+# Migration n brings a database from schema n - 1 to n; version 0 is an empty file.
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_1, 2: _SCHEMA_2}
+SCHEMA_VERSION = max(_MIGRATIONS)
+
+_SELECT_ATTACHMENTS = (
+    "SELECT position, blob_id, blob_key, sha256, blob_size, size, name, media_type, thumbnail, "
+    "flags, saved_path, error FROM attachments WHERE message_id = ? ORDER BY position"
+)
+_INSERT_ATTACHMENT = (
+    "INSERT INTO attachments (message_id, position, blob_id, blob_key, sha256, blob_size, size, "
+    "name, media_type, thumbnail, flags, saved_path, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    """An attachment reference as stored with its message, and where it was saved."""
+
+    message_id: str
+    position: int
+    ref: AttachmentRef
+    path: Path | None = None
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return attachment_id(self.message_id, self.position)
+
+    def public(self) -> Attachment:
+        """What callers see: everything but the key and the hash."""
+        return Attachment(
+            id=self.id,
+            name=self.ref.name,
+            size=self.ref.size,
+            media_type=self.ref.media_type,
+            blob_id=self.ref.blob_id.hex(),
+            has_thumbnail=bool(self.ref.thumbnail),
+            path=self.path,
+            error=self.error,
+        )
+
+
+def attachment_id(message_id: str, position: int) -> str:
+    """``<message id>-<position>``: how callers name one attachment of one message."""
+    return f"{message_id}-{position}"
+
+
+def parse_attachment_id(text: str) -> tuple[str, int]:
+    """The message id and position in an attachment id; ``InputError`` if malformed."""
+    message_id, dash, position = text.strip().lower().partition("-")
+    valid_id = len(message_id) == 32 and all(c in "0123456789abcdef" for c in message_id)
+    if not (dash and valid_id and position.isdecimal() and len(position) <= 3):
+        raise InputError(f"invalid attachment id {text!r}: expected <message id>-<number>")
+    return message_id, int(position)
 
 
 class Store:
@@ -111,12 +191,12 @@ class Store:
             raise SchemaTooNew(
                 f"the local database has schema {version}; this mailslot knows {SCHEMA_VERSION}"
             )
-        if version == 0:
+        for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._tx() as conn:
-                for statement in _SCHEMA.split(";"):
+                for statement in _MIGRATIONS[target].split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute(f"PRAGMA user_version = {target}")
 
     # --- contacts ----------------------------------------------------------------------------
 
@@ -170,8 +250,9 @@ class Store:
         row = self._conn.execute("SELECT 1 FROM seen_ids WHERE message_id = ?", (message_id,)).fetchone()
         return row is not None
 
-    def add_message(self, entry: HistoryEntry) -> bool:
-        """Record a message in history and as seen; False (and no change) if already seen."""
+    def add_message(self, entry: HistoryEntry, attachments: Sequence[StoredAttachment] = ()) -> bool:
+        """Record a message (with its attachment references) in history and as seen; False
+        (and no change) if already seen."""
         with self._tx() as conn:
             seen = conn.execute("SELECT 1 FROM seen_ids WHERE message_id = ?", (entry.id,)).fetchone()
             if seen is not None:
@@ -181,7 +262,29 @@ class Store:
                 (entry.id, entry.stored_at_ms),
             )
             _insert_message(conn, entry)
+            for stored in attachments:
+                _insert_attachment(conn, stored)
         return True
+
+    def attachment(self, attachment_id: str) -> StoredAttachment | None:
+        """The stored attachment ``<message id>-<position>``, if this device has it."""
+        message_id, position = parse_attachment_id(attachment_id)
+        found = [a for a in self.attachments(message_id) if a.position == position]
+        return found[0] if found else None
+
+    def attachments(self, message_id: str) -> list[StoredAttachment]:
+        """The attachment references stored with a message, in message order."""
+        rows = self._conn.execute(_SELECT_ATTACHMENTS, (message_id,)).fetchall()
+        return [_stored_attachment(message_id, row) for row in rows]
+
+    def set_attachment_result(self, attachment_id: str, path: Path | None, error: str | None) -> None:
+        """Record where an attachment was saved, or why its download failed."""
+        message_id, position = parse_attachment_id(attachment_id)
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE attachments SET saved_path = ?, error = ? WHERE message_id = ? AND position = ?",
+                (str(path) if path is not None else None, error, message_id, position),
+            )
 
     def history(self, handle: str | None = None) -> list[HistoryEntry]:
         """Messages oldest first; with ``handle``, only conversations that include it."""
@@ -210,6 +313,7 @@ class Store:
             text=str(text),
             direction="out" if direction == "out" else "in",
             stored_at_ms=int(str(stored)),
+            attachments=tuple(a.public() for a in self.attachments(str(message_id))),
         )
 
 
@@ -245,3 +349,33 @@ def _insert_message(conn: sqlite3.Connection, entry: HistoryEntry) -> None:
         "INSERT INTO message_members (message_id, position, handle) VALUES (?, ?, ?)",
         [(entry.id, i, member) for i, member in enumerate(entry.members)],
     )
+
+
+def _insert_attachment(conn: sqlite3.Connection, stored: StoredAttachment) -> None:
+    ref = stored.ref
+    conn.execute(
+        _INSERT_ATTACHMENT,
+        (
+            stored.message_id,
+            stored.position,
+            ref.blob_id,
+            ref.key,
+            ref.sha256,
+            ref.blob_size,
+            ref.size,
+            ref.name,
+            ref.media_type,
+            ref.thumbnail,
+            ref.flags,
+            str(stored.path) if stored.path is not None else None,
+            stored.error,
+        ),
+    )
+
+
+def _stored_attachment(message_id: str, row: tuple[Any, ...]) -> StoredAttachment:
+    position, blob_id, key, digest, blob_size, size, name, media_type, thumbnail, flags, path, error = row
+    ref = AttachmentRef(
+        bytes(blob_id), bytes(key), bytes(digest), blob_size, size, name, media_type, bytes(thumbnail), flags
+    )
+    return StoredAttachment(message_id, position, ref, Path(path) if path is not None else None, error)

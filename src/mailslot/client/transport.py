@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
 MAX_FRAME = 128 * 1024 * 1024  # a 64 MiB body, base64 in JSON, with room to spare
+SEND_SLICE = 256 * 1024  # request bodies go to the TLS layer this much at a time
 
 
 def now_ms() -> int:
@@ -81,6 +82,11 @@ class Transport:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def _origin(self) -> str:
+        """``https://host:port``: the server URL without its path prefix."""
+        return self.server[: len(self.server) - len(self._prefix)]
+
     def _authorization(self, method: str, target: str, body: bytes) -> str:
         sig = auth.sign_request(
             self._keys,
@@ -102,21 +108,30 @@ class Transport:
         query: Mapping[str, str | int] | None = None,
         signed: bool = True,
         timeout: float | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> T:
-        """Send one request and decode a success body as ``kind``; raise the server's error."""
+        """Send one request and decode a success body as ``kind``; raise the server's error.
+
+        The body is ``body`` encoded as JSON, or the raw bytes ``content`` (whose
+        ``Content-Type`` the caller gives in ``headers``); either way the signature covers
+        the SHA-256 of exactly the bytes sent.
+        """
         target = self._prefix + path + (f"?{urlencode(query)}" if query else "")
-        content = wire.encode(body) if body is not None else b""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         if body is not None:
+            content = wire.encode(body)
             headers["Content-Type"] = "application/json"
+        content = content if content is not None else b""
         if signed:
             headers["Authorization"] = self._authorization(method, target, content)
-        url = self.server[: len(self.server) - len(self._prefix)] + target
+        headers["Content-Length"] = str(len(content))
+        url = self._origin + target
         try:
             response = await self._http.request(
                 method,
                 url,
-                content=content,
+                content=_OneShot(content),
                 headers=headers,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
@@ -125,6 +140,33 @@ class Transport:
         if response.status_code >= 400:
             raise _error_from(response.status_code, response.content)
         return _decode_response(response.content, kind)
+
+    async def download(self, path: str, *, start: int, sink: Callable[[bytes], None]) -> None:
+        """Stream an unauthenticated GET of ``path`` into ``sink``, from byte ``start`` on.
+
+        Resuming asks for ``Range: bytes=start-``: a ``206`` must start exactly there; a server
+        that answers ``200`` with the whole body instead has its first ``start`` bytes skipped.
+        The bytes are passed on as they arrive (no content decoding, nothing held), so memory
+        stays constant. A dropped connection is ``NetworkError``; the caller resumes from the
+        bytes it got. What the bytes are is for the caller to check.
+        """
+        url = self._origin + self._prefix + path
+        headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        try:
+            async with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code >= 400:
+                    raise _error_from(response.status_code, await _read_capped(response))
+                skip = _bytes_to_skip(response.status_code, response.headers.get("Content-Range"), start)
+                async for data in response.aiter_raw():
+                    if skip >= len(data):
+                        skip -= len(data)
+                        continue
+                    sink(data[skip:] if skip else data)
+                    skip = 0
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"download from {url} failed: {_describe(exc)}") from exc
 
     @asynccontextmanager
     async def websocket(self) -> AsyncIterator[ClientConnection]:
@@ -164,6 +206,48 @@ def _error_from(status: int, content: bytes) -> errors.MailslotError:
     except msgspec.DecodeError:
         body = None
     return errors.from_wire(status, body)
+
+
+class _OneShot:
+    """A request body handed to httpx in slices, that lets go of its bytes once they are sent.
+
+    Slices: each layer below (h11 framing, TLS) copies what it is given, so a 4 MiB upload
+    piece given whole would be copied whole several times over; in ``SEND_SLICE`` slices only
+    one slice at a time is. Letting go: httpx keeps each request (and so a ``bytes`` body) in a
+    reference cycle with its response until the cyclic garbage collector runs, which may be
+    many requests later. Both would grow the memory of a large upload by tens of MiB.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        data, self._data = self._data, None
+        for start in range(0, len(data or b""), SEND_SLICE):
+            assert data is not None
+            yield data[start : start + SEND_SLICE]
+
+
+async def _read_capped(response: httpx.Response, limit: int = 64 * 1024) -> bytes:
+    """At most ``limit`` bytes of an error body (a hostile server cannot make us buffer more)."""
+    body = bytearray()
+    async for data in response.aiter_raw():
+        body += data
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
+def _bytes_to_skip(status: int, content_range: str | None, start: int) -> int:
+    """How many leading bytes of a download answer to drop so that it starts at ``start``."""
+    if status == 200:
+        return start
+    if status == 206 and content_range is not None:
+        unit, _, spec = content_range.partition(" ")
+        first = spec.partition("-")[0]
+        if unit == "bytes" and first.isdigit() and int(first) == start:
+            return 0
+    raise ServerError(f"the server answered a download from byte {start} with HTTP {status}")
 
 
 def _decode_response(content: bytes, kind: type[T]) -> T:
