@@ -28,8 +28,17 @@ def test_message_json_fields() -> None:
         "sent_at": "1970-01-01T00:00:00.000Z",
         "accepted_at": "1970-01-01T00:00:00.005Z",
         "text": "hi",
+        "verified": False,
         "attachments": [],
     }
+
+
+def test_verified_sender_is_marked() -> None:
+    plain = ReceivedMessage("ab" * 16, "alice", "cd" * 16, ("alice", "bob"), 0, 5, "hi")
+    verified = ReceivedMessage("ab" * 16, "alice", "cd" * 16, ("alice", "bob"), 0, 5, "hi", verified=True)
+    assert "✓" not in message_text(plain).plain
+    assert "alice ✓ → bob" in message_text(verified).plain
+    assert message_json(verified)["verified"] is True
 
 
 def test_attachments_in_json_and_text() -> None:

@@ -9,7 +9,9 @@ def test_exported_members() -> None:
     assert sorted(mailslot.client.__all__) == [
         "Attachment",
         "Client",
+        "Contact",
         "HistoryEntry",
+        "Identity",
         "KdfParams",
         "PendingLink",
         "ReceivedMessage",

@@ -14,6 +14,7 @@ from mailslot.client.store import _SCHEMA_1, SCHEMA_VERSION, Store, StoredAttach
 from mailslot.errors import InputError, KeyChanged, SchemaTooNew, VerificationError
 from mailslot.protocol import chunked
 from mailslot.protocol.attachment import AttachmentRef
+from mailslot.protocol.safety import fingerprint
 
 
 @pytest.fixture
@@ -50,7 +51,12 @@ def test_first_key_is_pinned_and_a_change_raises_key_changed(store: Store) -> No
     assert store.pinned_key("bob") == b"k" * 32
     with pytest.raises(KeyChanged, match="'bob'") as info:
         store.pin("bob", b"x" * 32, now_ms=3)
-    assert info.value.details == {"handle": "bob"}
+    assert info.value.details == {
+        "handle": "bob",
+        "pinned": fingerprint(b"k" * 32),
+        "served": fingerprint(b"x" * 32),
+    }
+    assert fingerprint(b"k" * 32) in info.value.message and fingerprint(b"x" * 32) in info.value.message
     assert store.pinned_key("bob") == b"k" * 32
     assert store.pinned_key("carol") is None
 
@@ -146,6 +152,7 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     for statement in _SCHEMA_1.split(";"):
         conn.execute(statement)
     conn.execute("INSERT INTO seen_ids VALUES ('0f0f', 1)")
+    conn.execute("INSERT INTO contacts VALUES ('bob', ?, 1)", (b"k" * 32,))
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -155,8 +162,31 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
         entry = _entry("0f" * 16, ("alice", "bob"), "bob", 1)
         assert store.add_message(entry, [StoredAttachment(entry.id, 0, _ref())])
         assert store.history()[0].attachments[0].name == "a.bin"
+        # Contacts pinned before trust levels were pinned on first use.
+        bob = store.contact("bob")
+        assert bob is not None and bob.trust == "trusted-unverified" and bob.account_key == "6b" * 32
     finally:
         store.close()
     conn = sqlite3.connect(tmp_path / Store.FILENAME)
-    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
     conn.close()
+
+
+def test_trust_levels_and_repin(store: Store) -> None:
+    store.pin("bob", b"k" * 32, now_ms=1, trust="untrusted")
+    store.save_device_list("bob", 7, b"signed by k")
+    assert store.contact("bob").trust == "untrusted"  # type: ignore[union-attr]
+    store.repin("bob", b"k" * 32, now_ms=2, trust="blocked")  # same key: only the level changes
+    assert store.contact("bob").trust == "blocked"  # type: ignore[union-attr]
+    assert store.device_list("bob") == (7, b"signed by k")
+    store.repin("bob", b"n" * 32, now_ms=3, trust="trusted-unverified")  # a new key drops the old list
+    bob = store.contact("bob")
+    assert bob is not None and (bob.account_key, bob.trust, bob.first_seen_ms) == (
+        "6e" * 32,
+        "trusted-unverified",
+        3,
+    )
+    assert store.device_list("bob") is None
+    assert [c.handle for c in store.contacts()] == ["bob"]
+    with pytest.raises(InputError, match="trust level"):
+        store.repin("bob", b"n" * 32, now_ms=4, trust="friendly")  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailslot.cli.message_cmd import DOWNLOADS_HELP
-from mailslot.client import Attachment, Client
+from mailslot.client import Attachment
 from mailslot.client.store import parse_attachment_id
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def get(settings: Settings, attachment_id: str, downloads: Path | None) -> None:
     passphrase = settings.passphrase()
 
     async def run() -> Attachment:
-        async with Client.open(settings.home, passphrase=passphrase) as client:
+        async with settings.open_client(passphrase) as client:
             with settings.output.transfers("download") as progress:
                 return await client.fetch_attachment(attachment_id, downloads=downloads, progress=progress)
 
@@ -59,7 +59,7 @@ def preview(settings: Settings, attachment_id: str, downloads: Path | None) -> N
     passphrase = settings.passphrase()
 
     async def run() -> tuple[Attachment, Path]:
-        async with Client.open(settings.home, passphrase=passphrase) as client:
+        async with settings.open_client(passphrase) as client:
             return await client.save_thumbnail(attachment_id, downloads=downloads)
 
     listed, path = asyncio.run(run())

@@ -88,7 +88,7 @@ def approve(settings: Settings, code: str) -> None:
     passphrase = settings.passphrase()
 
     async def run() -> tuple[str, DeviceRecord]:
-        async with Client.open(settings.home, passphrase=passphrase) as client:
+        async with settings.open_client(passphrase) as client:
             return client.handle, await client.approve(code)
 
     handle, record = asyncio.run(run())
@@ -108,7 +108,7 @@ def list_devices(settings: Settings, handle: str | None) -> None:
     passphrase = settings.passphrase()
 
     async def run() -> tuple[DeviceList, str]:
-        async with Client.open(settings.home, passphrase=passphrase) as client:
+        async with settings.open_client(passphrase) as client:
             return await client.device_list(handle), client.device_id
 
     device_list, this_device = asyncio.run(run())

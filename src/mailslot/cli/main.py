@@ -20,13 +20,17 @@ from mailslot.cli.account_cmd import account
 from mailslot.cli.attachment_cmd import attachment
 from mailslot.cli.demo_cmd import demo
 from mailslot.cli.device_cmd import device
+from mailslot.cli.identity_cmd import identity
 from mailslot.cli.message_cmd import history, receive, send
 from mailslot.cli.output import Mode, Output
 from mailslot.cli.server_cmd import serve, server
+from mailslot.client import Client
+from mailslot.client.models import TRUST_POLICIES, TrustPolicy
 from mailslot.errors import WIRE_CODES, ConfigError, InputError, MailslotError
 
 PASSPHRASE_ENV = "MAILSLOT_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
 HOME_ENV = "MAILSLOT_HOME"
+TRUST_ENV = "MAILSLOT_TRUST_NEW_IDENTITIES"
 INTERRUPTED = 130
 
 
@@ -48,6 +52,11 @@ class Settings:
     home: Path
     output: Output
     passphrase_file: Path | None
+    trust_new_identities: TrustPolicy = "on-first-use"
+
+    def open_client(self, passphrase: bytes) -> Client:
+        """This device, unlocked, with the trust policy of ``--trust-new-identities``."""
+        return Client.open(self.home, passphrase=passphrase, trust_new_identities=self.trust_new_identities)
 
     def passphrase(self, *, new: bool = False) -> bytes:
         """The keystore passphrase: from the file, else the environment, else a TTY prompt."""
@@ -125,11 +134,26 @@ def _one_line(text: str) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Read the key passphrase from FILE (else env {PASSPHRASE_ENV}, else a prompt).",
 )
+@click.option(
+    "--trust-new-identities",
+    type=click.Choice(TRUST_POLICIES),
+    envvar=TRUST_ENV,
+    default="on-first-use",
+    show_default=True,
+    help="A handle's first account key: trust it (on-first-use), or not until `identity trust` "
+    f"(never); always also accepts a CHANGED key, unverified (for bots). Env: {TRUST_ENV}.",
+)
 @click.version_option(__version__, prog_name="mailslot")
 @click.pass_context
-def cli(ctx: click.Context, home: Path, output: Mode, passphrase_file: Path | None) -> None:
+def cli(
+    ctx: click.Context,
+    home: Path,
+    output: Mode,
+    passphrase_file: Path | None,
+    trust_new_identities: TrustPolicy,
+) -> None:
     """mailslot: end-to-end encrypted messaging between all your devices."""
-    ctx.obj = Settings(home.expanduser(), Output(output), passphrase_file)
+    ctx.obj = Settings(home.expanduser(), Output(output), passphrase_file, trust_new_identities)
 
 
 cli.add_command(account)
@@ -137,6 +161,7 @@ cli.add_command(device)
 cli.add_command(send)
 cli.add_command(receive)
 cli.add_command(history)
+cli.add_command(identity)
 cli.add_command(attachment)
 cli.add_command(server)
 cli.add_command(serve)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailslot.cli.output import attachment_json
-from mailslot.client import Client, HistoryEntry, SentMessage
+from mailslot.client import HistoryEntry, SentMessage
 from mailslot.client.attachments import check_sources
 from mailslot.errors import InputError
 from mailslot.protocol.identity import check_handle
@@ -69,7 +69,7 @@ def send(
     text = _read_text(message, attaching=bool(attachments))
 
     async def run() -> SentMessage:
-        async with Client.open(settings.home, passphrase=passphrase) as client:
+        async with settings.open_client(passphrase) as client:
             with settings.output.transfers("upload") as progress:
                 return await client.send(list(handles), text, list(attachments), progress=progress)
 
@@ -104,7 +104,7 @@ def receive(settings: Settings, timeout: float | None, downloads: Path | None, n
     passphrase = settings.passphrase()
 
     async def run() -> None:
-        async with Client.open(settings.home, passphrase=passphrase) as client:
+        async with settings.open_client(passphrase) as client:
             with settings.output.transfers("download") as progress:
                 async for message in client.receive(
                     timeout=timeout, download=not no_download, downloads=downloads, progress=progress
@@ -124,7 +124,7 @@ def history(settings: Settings, handle: str | None) -> None:
     passphrase = settings.passphrase()
 
     async def run() -> list[HistoryEntry]:
-        async with Client.open(settings.home, passphrase=passphrase) as client:
+        async with settings.open_client(passphrase) as client:
             return client.history(handle)
 
     settings.output.messages(asyncio.run(run()))

@@ -34,10 +34,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from mailslot.client import Attachment, HistoryEntry, ReceivedMessage
+from mailslot.client import Attachment, Contact, HistoryEntry, Identity, ReceivedMessage
 from mailslot.client.attachments import ProgressFor
 from mailslot.client.blobs import Progress as OnProgress
 from mailslot.protocol.device_list import DeviceList
+from mailslot.protocol.safety import format_code
 
 Mode = Literal["text", "json"]
 
@@ -120,6 +121,20 @@ class Output:
 
             yield for_file
 
+    def identity(self, shown: Identity) -> None:
+        """A contact's key, trust and safety code (the QR code is drawn by the command)."""
+        if self.mode == "json":
+            self.json(identity_json(shown))
+        else:
+            self.text(identity_text(shown))
+
+    def contacts(self, contacts: Sequence[Contact]) -> None:
+        if self.mode == "json":
+            for contact in contacts:
+                self.json(contact_json(contact))
+        else:
+            self.text(contact_table(contacts))
+
     def device_list(self, device_list: DeviceList, this_device: str) -> None:
         if self.mode == "json":
             self.json(device_list_json(device_list))
@@ -139,6 +154,8 @@ def message_json(message: ReceivedMessage | HistoryEntry) -> dict[str, Any]:
     }
     if isinstance(message, HistoryEntry):
         value["direction"] = message.direction
+    else:
+        value["verified"] = message.verified
     value["attachments"] = [attachment_json(a) for a in message.attachments]
     return value
 
@@ -179,6 +196,8 @@ def message_text(message: ReceivedMessage | HistoryEntry) -> Text:
     line.append(iso_time(message.sent_at_ms), style="dim")
     line.append("  ")
     line.append(message.sender, style="bold cyan")
+    if isinstance(message, ReceivedMessage) and message.verified:
+        line.append(" ✓", style="bold green")
     line.append(" → " + ", ".join(others), style="cyan")
     if message.text:
         line.append("\n")
@@ -212,4 +231,54 @@ def device_table(device_list: DeviceList, this_device: str) -> Table:
     for d in device_list.devices:
         marker = "this device" if d.device_id.hex() == this_device else ""
         table.add_row(d.device_id.hex(), Text(safe(d.name)), iso_time(d.created_at_ms), marker)
+    return table
+
+
+def identity_json(shown: Identity) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "handle": shown.handle,
+        "code": shown.code,
+        "fingerprint": shown.fingerprint,
+        "trust": shown.trust,
+    }
+    if shown.pinned_fingerprint is not None:
+        value["pinned_fingerprint"] = shown.pinned_fingerprint
+    return value
+
+
+def identity_text(shown: Identity) -> Text:
+    """The code in 12 groups of 5 (three lines of four), then what to do with it."""
+    groups = format_code(shown.code).split(" ")
+    text = Text(f"Safety code with {shown.handle}:\n", style="bold")
+    for row in range(0, len(groups), 4):
+        text.append("  " + "  ".join(groups[row : row + 4]) + "\n")
+    text.append(f"{shown.handle}'s account key: {shown.fingerprint}   trust: {shown.trust}\n")
+    if shown.pinned_fingerprint is not None:
+        text.append(
+            f"This key CHANGED: the key pinned before was {shown.pinned_fingerprint}.\n", style="bold red"
+        )
+    text.append(
+        f"Compare the code with {shown.handle} in person or on a call; if it is the same, run "
+        f"`mailslot identity verify {shown.handle} CODE`.",
+        style="dim",
+    )
+    return text
+
+
+def contact_json(contact: Contact) -> dict[str, Any]:
+    return {
+        "handle": contact.handle,
+        "fingerprint": contact.fingerprint,
+        "trust": contact.trust,
+        "first_seen": iso_time(contact.first_seen_ms),
+    }
+
+
+def contact_table(contacts: Sequence[Contact]) -> Table:
+    table = Table(title="contacts")
+    for column in ("handle", "account key", "trust", "first seen"):
+        table.add_column(column)
+    for c in contacts:
+        style = {"trusted-verified": "green", "blocked": "red", "untrusted": "yellow"}.get(c.trust, "")
+        table.add_row(c.handle, c.fingerprint, Text(c.trust, style=style), iso_time(c.first_seen_ms))
     return table

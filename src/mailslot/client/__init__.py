@@ -7,12 +7,21 @@ else in this package is an implementation detail.
 from mailslot.client.client import Client
 from mailslot.client.keystore import KdfParams
 from mailslot.client.linking import PendingLink
-from mailslot.client.models import Attachment, HistoryEntry, ReceivedMessage, SentMessage
+from mailslot.client.models import (
+    Attachment,
+    Contact,
+    HistoryEntry,
+    Identity,
+    ReceivedMessage,
+    SentMessage,
+)
 
 __all__ = [
     "Attachment",
     "Client",
+    "Contact",
     "HistoryEntry",
+    "Identity",
     "KdfParams",
     "PendingLink",
     "ReceivedMessage",

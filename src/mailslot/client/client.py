@@ -22,11 +22,20 @@ import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
-from mailslot.client import linking
+from mailslot.client import linking, trust
 from mailslot.client.attachments import ProgressFor, no_progress, save_bytes
 from mailslot.client.keystore import DeviceSecrets, KdfParams
 from mailslot.client.linking import PendingLink
-from mailslot.client.models import Attachment, HistoryEntry, ReceivedMessage, SentMessage
+from mailslot.client.models import (
+    TRUST_POLICIES,
+    Attachment,
+    Contact,
+    HistoryEntry,
+    Identity,
+    ReceivedMessage,
+    SentMessage,
+    TrustPolicy,
+)
 from mailslot.client.receiving import Fetch, Receiver, download_attachment
 from mailslot.client.sending import send_message
 from mailslot.client.session import Session, create_home, ensure_new_home, open_session, read_ca
@@ -58,6 +67,7 @@ class Client:
         ca: Path | None = None,
         device_name: str = "primary",
         kdf: KdfParams | None = None,
+        trust_new_identities: TrustPolicy = "on-first-use",
     ) -> Client:
         """Create account ``handle`` with this as its first device (device list version 1).
 
@@ -65,6 +75,7 @@ class Client:
         handle or an unreachable server leaves no half-made device behind.
         """
         check_handle(handle)
+        _check_policy(trust_new_identities)
         ensure_new_home(home)
         if not passphrase:
             raise InputError("the passphrase must not be empty")
@@ -83,7 +94,15 @@ class Client:
             )
             secrets = DeviceSecrets(handle, transport.server, device_name, keys, account)
             session = create_home(
-                home, secrets, passphrase, signed, device_list, transport, ca_pem=ca_pem, kdf=kdf
+                home,
+                secrets,
+                passphrase,
+                signed,
+                device_list,
+                transport,
+                ca_pem=ca_pem,
+                kdf=kdf,
+                policy=trust_new_identities,
             )
         except BaseException:
             await transport.aclose()
@@ -107,9 +126,12 @@ class Client:
         )
 
     @classmethod
-    def open(cls, home: Path, *, passphrase: bytes) -> Client:
-        """Unlock the device set up in ``home``."""
-        return cls(open_session(home, passphrase))
+    def open(
+        cls, home: Path, *, passphrase: bytes, trust_new_identities: TrustPolicy = "on-first-use"
+    ) -> Client:
+        """Unlock the device set up in ``home``; ``trust_new_identities`` is the trust policy
+        for keys this device has not seen before (see ``trust_new_identities``)."""
+        return cls(open_session(home, passphrase, _check_policy(trust_new_identities)))
 
     async def close(self) -> None:
         await self._session.aclose()
@@ -157,6 +179,41 @@ class Client:
     async def device_list(self, handle: str | None = None, *, refresh: bool = True) -> DeviceList:
         """The verified device list of ``handle`` (this account by default), fresh by default."""
         return await self._session.directory.get(handle or self.handle, refresh=refresh)
+
+    # --- contacts and trust --------------------------------------------------------------------
+
+    @property
+    def trust_new_identities(self) -> TrustPolicy:
+        """The trust policy: ``on-first-use`` (default) pins the first key seen for a handle as
+        trusted-unverified; ``never`` pins it untrusted (nothing sent until ``trust``);
+        ``always`` also accepts a changed key (pinned anew, unverified, with a log warning)."""
+        return self._session.directory.policy
+
+    @trust_new_identities.setter
+    def trust_new_identities(self, policy: TrustPolicy) -> None:
+        self._session.directory.policy = _check_policy(policy)
+
+    async def identity(self, handle: str) -> Identity:
+        """The account key the server serves for ``handle``, the safety code for this pair
+        and the trust level; compare the code with the contact's ``identity(your handle)``."""
+        return await trust.identity(self._session, handle)
+
+    async def trust(self, handle: str) -> Contact:
+        """Accept the account key ``handle`` has now (after a change, or under ``never``)."""
+        return await trust.trust(self._session, handle)
+
+    async def verify(self, handle: str, code: str) -> Contact:
+        """Mark ``handle`` verified if ``code`` (60 digits, spaces ignored) is the safety code;
+        else ``VerificationError``, with nothing changed."""
+        return await trust.verify(self._session, handle, code)
+
+    async def block(self, handle: str) -> Contact:
+        """Send nothing to ``handle`` and drop its messages; ``trust`` undoes it."""
+        return await trust.block(self._session, handle)
+
+    def contacts(self) -> list[Contact]:
+        """Every handle this device has pinned a key for (not this account), with its trust."""
+        return trust.contacts(self._session)
 
     # --- messages ------------------------------------------------------------------------------
 
@@ -234,3 +291,10 @@ class Client:
     def history(self, handle: str | None = None) -> list[HistoryEntry]:
         """Stored messages, oldest first; with ``handle``, conversations that include it."""
         return self._session.store.history(check_handle(handle) if handle is not None else None)
+
+
+def _check_policy(policy: str) -> TrustPolicy:
+    for known in TRUST_POLICIES:
+        if policy == known:
+            return known
+    raise InputError(f"unknown trust policy {policy!r}: use one of {', '.join(TRUST_POLICIES)}")

@@ -4,9 +4,12 @@ The server hands out device lists but cannot make one; this module is where the 
 sure of that. A list is used only when, in order:
 
 1. it parses, and names the handle that was asked for;
-2. its account key is the one pinned for that handle (on first contact the key is pinned only
-   after the signature has verified under it; a different key later is ``KeyChanged``);
-3. the account key's signature over the exact list bytes verifies;
+2. the account key it names has signed the exact list bytes (checked before any pinning
+   decision, so a list nobody signed never gets as far as a trust question);
+3. that key is the one pinned for the handle. On first contact it is pinned, at the level the
+   trust policy gives (``_first_trust``); a different key later is ``KeyChanged``, naming
+   both fingerprints, unless the policy is ``always`` (then it is pinned anew, trusted but
+   unverified, with a warning in the log);
 4. its version is not lower than the version already stored (no rollback), and a same-version
    list has the same bytes.
 
@@ -16,21 +19,28 @@ caller says so (a device mismatch on send, or a sender device missing from the c
 
 from __future__ import annotations
 
-from mailslot.client.store import Store
+import logging
+
+from mailslot.client.models import TrustLevel, TrustPolicy
+from mailslot.client.store import Store, key_changed
 from mailslot.client.transport import Transport, now_ms
-from mailslot.errors import DecodeError, VerificationError
+from mailslot.errors import DecodeError, InputError, VerificationError
 from mailslot.protocol import wire
 from mailslot.protocol.device_list import DeviceList, SignedDeviceList, verify_device_list
 from mailslot.protocol.identity import check_handle
+from mailslot.protocol.safety import fingerprint
+
+log = logging.getLogger("mailslot.client")
 
 
 class Directory:
     """Device lists this device trusts, by handle."""
 
-    def __init__(self, transport: Transport, store: Store) -> None:
+    def __init__(self, transport: Transport, store: Store, policy: TrustPolicy = "on-first-use") -> None:
         self._transport = transport
         self._store = store
         self._cache: dict[str, DeviceList] = {}
+        self.policy = policy
 
     async def get(self, handle: str, *, refresh: bool = False) -> DeviceList:
         """The verified list of ``handle``: cached unless ``refresh``, else from the server."""
@@ -65,7 +75,19 @@ class Directory:
         self._cache[handle] = device_list
         return device_list
 
-    async def _fetch(self, handle: str) -> DeviceList:
+    def forget(self, handle: str) -> None:
+        """Drop the cached list of ``handle`` (after its pinned key was replaced)."""
+        self._cache.pop(handle, None)
+
+    async def fetch_served(self, handle: str) -> tuple[SignedDeviceList, DeviceList]:
+        """The list the server serves for ``handle`` now, verified under the key it names.
+
+        Nothing is pinned or stored: this is what a trust decision looks at. The list is
+        for ``handle`` and its own account key signed it, so the server cannot show a key
+        with a device list that key never signed; whether that key is the right one is the
+        question the pin, the safety code and the user answer.
+        """
+        check_handle(handle)
         response = await self._transport.call(
             "GET", f"/v1/accounts/{handle}/devices", wire.DeviceListResponse
         )
@@ -76,11 +98,42 @@ class Directory:
             claimed_key = signed.parse().account_key
         except DecodeError as exc:
             raise VerificationError(f"the device list of {handle!r} is malformed") from exc
-        pinned = self._store.pinned_key(handle)
-        if pinned is not None and pinned != claimed_key:
-            self._store.pin(handle, claimed_key, now_ms())  # raises KeyChanged naming the handle
-        device_list = verify_device_list(signed, handle=handle, account_key=claimed_key)
-        if pinned is None:
-            self._store.pin(handle, claimed_key, now_ms())
+        try:
+            device_list = verify_device_list(signed, handle=handle, account_key=claimed_key)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"the server sent a device list for {handle!r} that its account key did not sign; "
+                "refusing it (a device the account never approved?)"
+            ) from exc
+        return signed, device_list
+
+    async def _fetch(self, handle: str) -> DeviceList:
+        signed, device_list = await self.fetch_served(handle)
+        self._pin(handle, device_list.account_key)
         self.remember(signed, device_list)
         return device_list
+
+    def _pin(self, handle: str, served: bytes) -> None:
+        """Apply the trust policy to the key the server serves for ``handle`` (see above)."""
+        contact = self._store.pinned_key(handle)
+        if contact is None:
+            self._store.pin(handle, served, now_ms(), _first_trust(self.policy))
+        elif contact != served:
+            if self.policy != "always":
+                raise key_changed(handle, contact, served)
+            log.warning(
+                "the account key of %s changed from %s to %s; accepted (policy: always), unverified",
+                handle,
+                fingerprint(contact),
+                fingerprint(served),
+            )
+            self._store.repin(handle, served, now_ms(), "trusted-unverified")
+            self.forget(handle)
+
+
+def _first_trust(policy: TrustPolicy) -> TrustLevel:
+    if policy == "never":
+        return "untrusted"
+    if policy in ("on-first-use", "always"):
+        return "trusted-unverified"
+    raise InputError(f"unknown trust policy {policy!r}")

@@ -1,4 +1,4 @@
-"""The values the client hands to its callers: sent, received and stored messages.
+"""The values the client hands to its callers: messages, contacts and their trust.
 
 They are plain frozen dataclasses with ids as lowercase hex and times as Unix milliseconds, so a
 front end can print or serialise them without knowing anything about the protocol.
@@ -13,6 +13,45 @@ from typing import Literal
 from mailslot.protocol.message import Content
 
 Direction = Literal["in", "out"]
+
+# How far this device trusts a contact's pinned account key (see ``trust.py``).
+TrustLevel = Literal["untrusted", "trusted-unverified", "trusted-verified", "blocked"]
+TRUST_LEVELS: tuple[TrustLevel, ...] = ("untrusted", "trusted-unverified", "trusted-verified", "blocked")
+# What to do with the first key seen for a handle, and with a changed one (``trust.py``).
+TrustPolicy = Literal["on-first-use", "always", "never"]
+TRUST_POLICIES: tuple[TrustPolicy, ...] = ("on-first-use", "always", "never")
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A handle this device has seen, the account key pinned for it, and how far it is trusted."""
+
+    handle: str
+    account_key: str  # 64 hex digits
+    fingerprint: str  # short, for recognising the key (``protocol/safety.py``)
+    trust: TrustLevel
+    first_seen_ms: int
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What ``Client.identity`` shows about a contact: the key the server serves now.
+
+    ``code`` is the 60-digit safety code for this account and that key; compare it with the
+    contact's own view. ``trust`` is the pinned trust level when the served key is the pinned
+    one, else ``untrusted`` (``pinned_fingerprint`` then names the key pinned before).
+    """
+
+    handle: str
+    account_key: str
+    fingerprint: str
+    trust: TrustLevel
+    code: str
+    pinned_fingerprint: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.pinned_fingerprint is not None
 
 
 @dataclass(frozen=True)
@@ -59,6 +98,7 @@ class ReceivedMessage:
     accepted_at_ms: int
     text: str  # a long text that travelled as a blob is here, downloaded and checked
     attachments: tuple[Attachment, ...] = ()
+    verified: bool = False  # the sender's account key is trusted-verified (or it is this account)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,17 @@
 Each delivery ends in one of three ways:
 
 * yielded: it opened and verified; it is stored in history and marked seen, THEN acknowledged
-  (so a crash between the two redelivers it, and the seen id drops the copy), then yielded;
-* dropped and acknowledged: a duplicate (silently), or a message that failed a check
-  (``MessageRejected``): one warning line with the reason goes to the ``mailslot.client``
-  logger, the sender learns nothing, and the message is never yielded;
+  (so a crash between the two redelivers it, and the seen id drops the copy), then yielded,
+  marked ``verified`` when the sender's key is trusted-verified (or the sender is this account);
+* dropped and acknowledged: a duplicate (silently), a message from a blocked contact (one info
+  line in the log, nothing else), or a message that failed a check (``MessageRejected``): one
+  warning line with the reason goes to the ``mailslot.client`` logger, the sender learns
+  nothing, and the message is never yielded;
 * held, not acknowledged: the sender's device list could not be trusted right now (its account
-  key changed, the list does not verify or was rolled back, the account is unknown). The
-  message stays queued on the server for a later attempt (or a later trust decision), and a
-  warning says why; dropping it would lose mail over a fault that is not the sender's.
+  key changed, it is pinned but not trusted yet under the ``never`` policy, the list does not
+  verify or was rolled back, the account is unknown). The message stays queued on the server
+  for a later attempt (or a later trust decision), and a warning says why; dropping it would
+  lose mail over a fault that is not the sender's.
 
 Network and server failures propagate: nothing is acknowledged that was not processed.
 
@@ -44,6 +47,7 @@ from mailslot.client.models import Attachment, HistoryEntry, ReceivedMessage
 from mailslot.client.session import Session
 from mailslot.client.store import StoredAttachment
 from mailslot.client.transport import now_ms
+from mailslot.client.trust import check_sendable, is_blocked, is_verified
 from mailslot.errors import (
     InputError,
     KeyChanged,
@@ -166,6 +170,9 @@ class Receiver:
             return None
         if self._session.store.is_seen(delivery.message_id):
             return None
+        if is_blocked(self._session, envelope.sender):
+            log.info("dropped message %s from blocked %s", delivery.message_id, envelope.sender)
+            return None
         sender_list = await self._sender_list(envelope)
         try:
             content = open_message(
@@ -184,6 +191,8 @@ class Receiver:
             sender_list = await directory.get(envelope.sender)
             if sender_list.find(envelope.sender_device) is None:
                 sender_list = await directory.get(envelope.sender, refresh=True)
+            if envelope.sender != self._session.secrets.handle:
+                check_sendable(self._session, envelope.sender)  # untrusted: hold (blocked: dropped)
         except (KeyChanged, VerificationError, NotFoundError) as exc:
             log.warning(
                 "left message %s from %s queued: %s",
@@ -231,6 +240,7 @@ class Receiver:
             accepted_at_ms=entry.accepted_at_ms,
             text=entry.text,
             attachments=attachments,
+            verified=is_verified(self._session, entry.sender),
         )
 
     async def _files(self, message: ReceivedMessage) -> ReceivedMessage:

@@ -14,7 +14,12 @@ every recipient, and this account's other devices (so they keep the same history
 refuses a send whose device set differs from its current one (``DeviceMismatch``); the client
 then re-fetches and verifies the lists involved and tries again, a bounded number of times. A
 device the server names but no verified list contains is never encrypted to: that is exactly
-the ghost device the signed lists exist to keep out, and the send fails instead.
+the ghost device the signed lists exist to keep out, and the send fails instead, with a
+``VerificationError`` naming the device, as soon as a freshly verified list still lacks it.
+
+Trust comes first: every recipient's key must be pinned and trusted (``trust.check_sendable``:
+not ``untrusted``, not ``blocked``, and not changed since it was pinned, which the directory
+reports as ``KeyChanged``) before anything is uploaded or sealed.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from mailslot.client.models import HistoryEntry, SentMessage
 from mailslot.client.session import Session
 from mailslot.client.store import StoredAttachment
 from mailslot.client.transport import now_ms
-from mailslot.errors import DeviceMismatch, InputError, NetworkError
+from mailslot.client.trust import check_sendable
+from mailslot.errors import DeviceMismatch, InputError, NetworkError, VerificationError
 from mailslot.protocol import crypto, wire
 from mailslot.protocol.attachment import INLINE_TEXT_LIMIT, MAX_ATTACHMENTS, AttachmentRef, RichBody
 from mailslot.protocol.device_list import DeviceList
@@ -64,6 +70,8 @@ async def _targets(session: Session, handles: list[str], refresh: set[str]) -> d
     targets: dict[bytes, bytes] = {}
     for handle in handles:
         device_list: DeviceList = await session.directory.get(handle, refresh=handle in refresh)
+        if handle != session.secrets.handle:
+            check_sendable(session, handle)
         for record in device_list.devices:
             targets[record.device_id] = record.enc_key
     targets.pop(session.secrets.device.device_id, None)
@@ -182,8 +190,33 @@ async def _deliver(
         except DeviceMismatch as exc:
             if attempt == MAX_TRIES:
                 raise
-            refresh = _stale_handles(session, exc, involved)
+            await _refuse_ghosts(session, exc, involved, _stale_handles(session, exc, involved))
+            refresh = set()  # the lists involved are fresh now
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _refuse_ghosts(
+    session: Session, exc: DeviceMismatch, involved: list[str], refresh: set[str]
+) -> None:
+    """Fail if the server wants a device sealed to that no freshly verified list names.
+
+    The lists of ``refresh`` are fetched and verified again here (``_targets`` then reads the
+    same fresh lists). A device the server says is missing, and that no verified list of the
+    conversation contains, was never approved by its account key: a ghost device.
+    """
+    known = {device.hex() for device in await _targets(session, involved, refresh)}
+    missing = exc.details.get("missing")
+    if not isinstance(missing, list):
+        return
+    known.add(session.secrets.device.device_id.hex())
+    ghosts = sorted(str(d) for d in missing if str(d) not in known)
+    if ghosts:
+        raise VerificationError(
+            f"the server asks to encrypt this message to device(s) {', '.join(ghosts)}, which "
+            f"no signed device list of {', '.join(involved)} contains; refusing to send "
+            "(the server may be trying to add a device the account never approved)",
+            details={"ghost_devices": ghosts},
+        )
 
 
 async def _post(session: Session, request: wire.SendRequest) -> wire.SendResponse:

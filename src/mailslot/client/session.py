@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mailslot.client.directory import Directory
 from mailslot.client.keystore import DeviceSecrets, KdfParams, Keystore, write_private
+from mailslot.client.models import TrustPolicy
 from mailslot.client.store import Store
 from mailslot.client.transport import Transport, now_ms
 from mailslot.errors import ConfigError
@@ -70,6 +71,7 @@ def create_home(
     *,
     ca_pem: bytes | None,
     kdf: KdfParams | None = None,
+    policy: TrustPolicy = "on-first-use",
 ) -> Session:
     """Write keystore, CA copy and store for a device the server has just accepted."""
     ensure_new_home(home)
@@ -78,8 +80,8 @@ def create_home(
         write_private(home / CA_FILENAME, ca_pem)
     store = Store.open(home)
     try:
-        store.pin(secrets.handle, secrets.account.public, now_ms())
-        directory = Directory(transport, store)
+        store.pin(secrets.handle, secrets.account.public, now_ms(), "trusted-verified")
+        directory = Directory(transport, store, policy)
         directory.remember(signed, device_list)
     except BaseException:
         store.close()
@@ -87,16 +89,16 @@ def create_home(
     return Session(home, secrets, store, transport, directory)
 
 
-def open_session(home: Path, passphrase: bytes) -> Session:
+def open_session(home: Path, passphrase: bytes, policy: TrustPolicy = "on-first-use") -> Session:
     """Unlock the keystore in ``home`` and open the store and a transport for it."""
     secrets = Keystore(home).load(passphrase)
     ca_path = home / CA_FILENAME
     store = Store.open(home)
     try:
-        store.pin(secrets.handle, secrets.account.public, now_ms())
+        store.pin(secrets.handle, secrets.account.public, now_ms(), "trusted-verified")
         ca = ca_path if ca_path.exists() else None
         transport = Transport(secrets.server, secrets.device, ca=ca)
     except BaseException:
         store.close()
         raise
-    return Session(home, secrets, store, transport, Directory(transport, store))
+    return Session(home, secrets, store, transport, Directory(transport, store, policy))

@@ -3,8 +3,11 @@
 Plain SQLite (stdlib ``sqlite3``) in WAL mode, one file per device home, mode 0600. The rules
 that guard against a lying server live here, next to the data they protect:
 
-* pinning: the first account key seen for a handle is kept; a different key later raises
-  ``KeyChanged`` naming the handle (trust-on-first-use until a fuller trust flow exists);
+* pinning: each contact row holds the account key pinned for a handle and its trust level
+  (``trust.py`` decides which); ``pin`` never replaces a key (a different one raises
+  ``KeyChanged`` naming the handle and both fingerprints); only ``repin``, called on an explicit
+  decision (``identity trust``/``verify`` or the ``always`` policy), does, and it drops the
+  stored device list of the old key in the same transaction;
 * no rollback: a device list with a lower version than the stored one is refused, and so is a
   different list under the same version (a server showing two faces);
 * de-duplication: a received message id is recorded together with its history row, in one
@@ -27,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailslot.client.models import Attachment, HistoryEntry
+from mailslot.client.models import TRUST_LEVELS, Attachment, Contact, HistoryEntry, TrustLevel
 from mailslot.errors import ConfigError, InputError, KeyChanged, SchemaTooNew, VerificationError
 from mailslot.protocol.attachment import AttachmentRef
+from mailslot.protocol.safety import fingerprint
 
 _SCHEMA_1 = """
 CREATE TABLE contacts (
@@ -84,8 +88,14 @@ CREATE TABLE attachments (
 );
 """
 
+# Contacts pinned before trust levels existed were pinned on first use: trusted-unverified.
+_SCHEMA_3 = """
+ALTER TABLE contacts ADD COLUMN trust TEXT NOT NULL DEFAULT 'trusted-unverified'
+    CHECK (trust IN ('untrusted', 'trusted-unverified', 'trusted-verified', 'blocked'))
+"""
+
 # Migration n brings a database from schema n - 1 to n; version 0 is an empty file.
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_1, 2: _SCHEMA_2}
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_1, 2: _SCHEMA_2, 3: _SCHEMA_3}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 _SELECT_ATTACHMENTS = (
@@ -204,21 +214,50 @@ class Store:
         row = self._conn.execute("SELECT account_key FROM contacts WHERE handle = ?", (handle,)).fetchone()
         return bytes(row[0]) if row else None
 
-    def pin(self, handle: str, account_key: bytes, now_ms: int) -> None:
-        """Pin ``account_key`` for ``handle`` on first sight; ``KeyChanged`` if it differs."""
+    def contact(self, handle: str) -> Contact | None:
+        """The pinned key and trust level of ``handle``, if this device has seen it."""
+        row = self._conn.execute(_SELECT_CONTACTS + " WHERE handle = ?", (handle,)).fetchone()
+        return _contact(row) if row else None
+
+    def contacts(self) -> list[Contact]:
+        """Every contact, by handle."""
+        return [_contact(row) for row in self._conn.execute(_SELECT_CONTACTS + " ORDER BY handle")]
+
+    def pin(
+        self, handle: str, account_key: bytes, now_ms: int, trust: TrustLevel = "trusted-unverified"
+    ) -> None:
+        """Pin ``account_key`` for ``handle`` at ``trust`` on first sight; a pinned key is kept
+        as it is (trust too), and a different one raises ``KeyChanged``."""
+        _check_level(trust)
         with self._tx() as conn:
             row = conn.execute("SELECT account_key FROM contacts WHERE handle = ?", (handle,)).fetchone()
             if row is None:
                 conn.execute(
-                    "INSERT INTO contacts (handle, account_key, first_seen_ms) VALUES (?, ?, ?)",
-                    (handle, account_key, now_ms),
+                    "INSERT INTO contacts (handle, account_key, first_seen_ms, trust) VALUES (?, ?, ?, ?)",
+                    (handle, account_key, now_ms, trust),
                 )
             elif bytes(row[0]) != account_key:
-                raise KeyChanged(
-                    f"the account key of {handle!r} differs from the one pinned on first "
-                    "contact; refusing to use it",
-                    details={"handle": handle},
-                )
+                raise key_changed(handle, bytes(row[0]), account_key)
+
+    def repin(self, handle: str, account_key: bytes, now_ms: int, trust: TrustLevel) -> None:
+        """Pin ``account_key`` at ``trust`` whatever was pinned before (an explicit decision).
+
+        A new key also drops the stored device list, which the old key signed: the new
+        account's list starts its own version sequence.
+        """
+        _check_level(trust)
+        with self._tx() as conn:
+            row = conn.execute("SELECT account_key FROM contacts WHERE handle = ?", (handle,)).fetchone()
+            if row is not None and bytes(row[0]) == account_key:
+                conn.execute("UPDATE contacts SET trust = ? WHERE handle = ?", (trust, handle))
+                return
+            conn.execute("DELETE FROM device_lists WHERE handle = ?", (handle,))
+            conn.execute(
+                "INSERT INTO contacts (handle, account_key, first_seen_ms, trust) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (handle) DO UPDATE SET account_key = excluded.account_key, "
+                "first_seen_ms = excluded.first_seen_ms, trust = excluded.trust",
+                (handle, account_key, now_ms, trust),
+            )
 
     # --- device lists ------------------------------------------------------------------------
 
@@ -315,6 +354,30 @@ class Store:
             stored_at_ms=int(str(stored)),
             attachments=tuple(a.public() for a in self.attachments(str(message_id))),
         )
+
+
+_SELECT_CONTACTS = "SELECT handle, account_key, trust, first_seen_ms FROM contacts"
+
+
+def _contact(row: tuple[Any, ...]) -> Contact:
+    handle, key, trust, first_seen = row
+    return Contact(str(handle), bytes(key).hex(), fingerprint(bytes(key)), trust, int(first_seen))
+
+
+def _check_level(trust: str) -> None:
+    if trust not in TRUST_LEVELS:
+        raise InputError(f"unknown trust level {trust!r}")
+
+
+def key_changed(handle: str, pinned: bytes, served: bytes) -> KeyChanged:
+    """The error that stops use of ``handle`` after its account key changed: names both keys."""
+    return KeyChanged(
+        f"the account key of {handle!r} changed from {fingerprint(pinned)} (pinned) to "
+        f"{fingerprint(served)}; nothing is sent to {handle!r} until you compare safety codes "
+        f"(mailslot identity show {handle}) and accept the new key (mailslot identity trust "
+        f"{handle}, or identity verify {handle} CODE)",
+        details={"handle": handle, "pinned": fingerprint(pinned), "served": fingerprint(served)},
+    )
 
 
 def _check_not_rollback(handle: str, stored_version: int, stored: bytes, version: int, signed: bytes) -> None:

@@ -1,7 +1,7 @@
 """The only module that imports the cryptographic backend (pyca/cryptography).
 
 Above it the protocol uses a small, easy API: ``hpke_seal``/``hpke_open``,
-``aead_seal``/``aead_open``, ``sign``/``verify``, ``derive_key``. Every decryption or
+``aead_seal``/``aead_open``, ``sign``/``verify``, ``derive_key``, ``slow_hash``. Every decryption or
 verification failure raises ``VerificationError`` and nothing else, whatever the cause, so
 callers cannot leak why a check failed.
 
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from mailslot.errors import InputError, VerificationError
@@ -180,3 +181,14 @@ def derive_key(secret: bytes, *, salt: bytes, info: bytes, size: int = AEAD_KEY_
 def passphrase_key(passphrase: bytes, salt: bytes, *, n: int, r: int, p: int) -> bytes:
     """A 32-byte key from a passphrase through scrypt, a memory-hard KDF."""
     return Scrypt(salt=salt, length=AEAD_KEY_SIZE, n=n, r=r, p=p).derive(passphrase)
+
+
+def slow_hash(data: bytes, *, salt: bytes, iterations: int, size: int = 64) -> bytes:
+    """PBKDF2-HMAC-SHA512 (RFC 8018) of ``data``: deterministic, and deliberately slow.
+
+    For values people compare by eye (safety codes): each guess at a colliding input costs
+    ``iterations`` HMAC-SHA512 calls. ``salt`` is a fixed domain-separation label, not a secret.
+    """
+    if iterations < 1 or not 1 <= size <= 64:
+        raise InputError("slow_hash needs iterations >= 1 and a size of 1-64 bytes")
+    return PBKDF2HMAC(algorithm=hashes.SHA512(), length=size, salt=salt, iterations=iterations).derive(data)
