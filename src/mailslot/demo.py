@@ -21,6 +21,7 @@ from rich.table import Table
 
 from mailslot.client import Client, ReceivedMessage
 from mailslot.client.keystore import KdfParams
+from mailslot.protocol.safety import format_code
 from mailslot.server.config import ServerConfig, write_config
 from mailslot.server.runner import ServerThread
 from mailslot.server.tls import write_self_signed
@@ -109,7 +110,7 @@ class Demo:
         self.say(f"{approver:14} approved it: device list now signed with {record.name!r} in it")
 
     async def receive(self, name: str) -> list[ReceivedMessage]:
-        got = [m async for m in self.cast[name].receive()]
+        got = [m async for m in self.cast[name].receive(download=True)]
         for m in got:
             sender = self.names.get(m.sender_device, m.sender)
             to = ", ".join(h for h in m.members if h != m.sender)
@@ -117,6 +118,9 @@ class Demo:
                 f"  [green]{name:14}[/] ← [bold]{sender}[/] (to {to}) "
                 f"[dim]{_time(m.sent_at_ms)}[/] “{m.text}”"
             )
+            for a in m.attachments:
+                where = a.path.relative_to(self.root) if a.path else a.error
+                self.out.print(f"      📎 {a.name} ({a.size} bytes, {a.media_type}) → {where}")
         return got
 
     def show_copies(self, peek: ServerPeek, message_id: str) -> None:
@@ -158,6 +162,22 @@ async def _story(demo: Demo, server: ServerThread, peek: ServerPeek) -> None:
     await demo.cast["bob/tablet"].send(["alice"], "Noon works. See you there.")
     for name in ("alice/phone", "alice/laptop", "bob/phone"):
         await demo.receive(name)
+
+    demo.step("a file travels encrypted: a fresh key, uploaded once, the key inside the message")
+    notes = demo.root / "lunch-menu.txt"
+    notes.write_text("Soup of the day: tomato.\n" * 200, "utf-8")
+    await demo.cast["alice/laptop"].send(["bob"], "Here is the menu", attachments=[notes])
+    await demo.receive("bob/phone")
+    await demo.receive("bob/tablet")
+    await demo.receive("alice/phone")
+
+    demo.step("alice and bob compare safety codes (in person, or over a call)")
+    alice_view = await demo.cast["alice/phone"].identity("bob")
+    bob_view = await demo.cast["bob/phone"].identity("alice")
+    demo.say(f"alice sees: {format_code(alice_view.code)}")
+    demo.say(f"bob sees:   {format_code(bob_view.code)}")
+    await demo.cast["alice/phone"].verify("bob", bob_view.code)
+    demo.say(f"codes match: {alice_view.code == bob_view.code}; alice marks bob verified")
 
     demo.step("carol joins; a group is just several recipients")
     await demo.register(server, "carol/phone")
