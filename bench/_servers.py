@@ -146,7 +146,7 @@ def start_mailslot(config: ServerConfig, log_dir: Path) -> ServerProcess:
     """``mailslot serve`` on a free port, logging warnings only (no per-request access log)."""
     port = free_port()
     argv = [_tool("mailslot"), "serve", "--data-dir", str(config.data_dir), "--port", str(port)]
-    server = _spawn("mailslot", [*argv, "--log-level", "warning"], port, log_dir)
+    server = _spawn("mailslot", [*argv, "--log-level", "warning", "--log-format", "text"], port, log_dir)
     _wait_ready(server, config.cert_path)
     return server
 

@@ -19,11 +19,14 @@ class LiveServer:
     ca: Path
     data_dir: Path
     config: ServerConfig
+    metrics_url: str | None = None  # the node's Prometheus listener (plain HTTP, loopback)
 
 
 def make_data_dir(path: Path, **settings: object) -> ServerConfig:
-    """A data directory as `mailslot server init` makes it, with ``settings`` overridden."""
+    """A data directory as `mailslot server init` makes it, with ``settings`` overridden; both
+    listeners on free ports, so nodes can run side by side."""
     path.mkdir(parents=True, exist_ok=True)
+    settings = {"metrics_port": 0, **settings}
     config = ServerConfig(data_dir=path, port=0, **settings)  # type: ignore[arg-type]
     write_self_signed(config.cert_path, config.key_path)
     write_config(config)
@@ -40,4 +43,4 @@ def server_settings() -> dict[str, object]:
 def live_server(tmp_path: Path, server_settings: dict[str, object]) -> Iterator[LiveServer]:
     config = make_data_dir(tmp_path / "server", **server_settings)
     with ServerThread(config) as thread:
-        yield LiveServer(thread.url, config.cert_path, config.data_dir, config)
+        yield LiveServer(thread.url, config.cert_path, config.data_dir, config, thread.metrics_url)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
@@ -19,6 +20,8 @@ from mailslot.server.blobs import BlobStore, open_blob_store
 from mailslot.server.bus import open_bus
 from mailslot.server.config import ServerConfig
 from mailslot.server.edge import error_response, json_response
+from mailslot.server.logs import AccessLog
+from mailslot.server.metrics import Metrics
 from mailslot.server.node import Node
 from mailslot.server.routes import ROUTES
 from mailslot.server.storage import open_storage
@@ -56,6 +59,7 @@ async def sweep_forever(node: Node) -> None:
             expired = await node.store.expire(now)
             await node.store.expire_links(now)
             blobs = await node.blobs.expire(now)
+            node.metrics.expired(expired, blobs)
             if expired:
                 log.info("expired %d undelivered queue entries", expired)
             if blobs:
@@ -67,7 +71,10 @@ async def sweep_forever(node: Node) -> None:
 def create_app(
     config: ServerConfig, store: Storage | None = None, blob_store: BlobStore | None = None
 ) -> Starlette:
-    """The app for one node; ``store`` and ``blob_store`` override the configured ones (tests)."""
+    """The app for one node; ``store`` and ``blob_store`` override the configured ones (tests).
+
+    The running node is ``app.state.node`` (for the metrics listener, ``runner.py``)."""
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -78,7 +85,7 @@ def create_app(
         try:
             await blobs.open()
             await bus.open()  # an unreachable Redis does not stop the node: it polls instead
-            node = Node(config, storage, blobs, bus=bus)
+            node = Node(config, storage, blobs, bus=bus, metrics=metrics)
             app.state.node = node
             sweeper = asyncio.create_task(sweep_forever(node))
             try:
@@ -99,5 +106,6 @@ def create_app(
             HTTPException: _http_error,
             Exception: _unexpected,
         },
+        middleware=[Middleware(AccessLog, observe=metrics.request)],
         lifespan=lifespan,
     )

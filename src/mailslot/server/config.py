@@ -2,11 +2,16 @@
 
 ``mailslot server init --data-dir D`` writes ``D/config.toml`` and a self-signed certificate in
 ``D/tls/``; ``mailslot serve --data-dir D`` reads them. Every limit a client can hit is here.
+The environment overrides the file (``MAILSLOT_<SETTING>``, ``MAILSLOT_<SETTING>_FILE`` for
+secrets such as a database URL with a password); see ``load_config``.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,11 @@ class ServerConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8443
+    # Prometheus metrics on a listener of their own (plain HTTP, GET /metrics); loopback only
+    # by default. metrics_port 0 takes any free port; metrics = false turns the listener off.
+    metrics: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
     database_url: str = ""  # default: sqlite:///<data_dir>/mailslot.db; or postgresql://...
     bus_url: str = "memory://"  # several nodes: redis://host:port/db?prefix=mailslot
     tls: bool = True
@@ -71,6 +81,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError("port must be 0-65535")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("metrics_port must be 0-65535")
         open_blob_store(self.blob_store_url)  # a bad blob_url stops the server before it starts
         for name in ("queue_recheck_s", "queue_recheck_bus_down_s"):
             if not getattr(self, name) > 0:
@@ -107,8 +119,18 @@ class ServerConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def load_config(data_dir: Path) -> ServerConfig:
-    """Read ``data_dir/config.toml``; unknown keys and wrong types are ``ConfigError``."""
+def load_config(data_dir: Path, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read ``data_dir/config.toml``, then apply the environment (``os.environ`` by default).
+
+    Each setting comes from, last one winning: its default; the file, as ``name = value`` or
+    as ``name_file = "path"`` (the value read from that file, relative to ``data_dir``); the
+    environment, as ``MAILSLOT_NAME`` or ``MAILSLOT_NAME_FILE`` (a path). Command-line flags
+    go on top (``ServerConfig.with_overrides``). Values read from text (variables and files)
+    are parsed to the setting's type; from a file, one trailing newline is dropped. Unknown
+    keys and ``MAILSLOT_`` variables, wrong types, both forms of one setting from one source,
+    and unreadable files are ``ConfigError``; ``RESERVED_ENV`` and ``RESERVED_ENV_PREFIXES``
+    are left alone.
+    """
     path = data_dir / CONFIG_NAME
     if not path.exists():
         raise ConfigError(f"no {CONFIG_NAME} in {data_dir}: run `mailslot server init --data-dir {data_dir}`")
@@ -116,18 +138,118 @@ def load_config(data_dir: Path) -> ServerConfig:
         raw = tomllib.loads(path.read_text("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    known = {f.name: f.type for f in fields(ServerConfig) if f.name != "data_dir"}
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
+    types = _setting_types(data_dir)
+    settings = _from_toml(raw, path, types, data_dir)
+    settings.update(_from_environment(os.environ if environ is None else environ, types))
+    return ServerConfig(data_dir=data_dir, **settings)
+
+
+# Variables of the ``mailslot`` command itself, not server settings: never read or refused here.
+RESERVED_ENV = frozenset({"MAILSLOT_HOME", "MAILSLOT_PASSPHRASE", "MAILSLOT_DATA_DIR"})
+RESERVED_ENV_PREFIXES = ("MAILSLOT_TEST_",)  # the test suite's service URLs
+ENV_PREFIX = "MAILSLOT_"
+_FILE_SUFFIX = "_file"
+_BOOLS = dict.fromkeys(("true", "yes", "on", "1"), True) | dict.fromkeys(("false", "no", "off", "0"), False)
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def environment_overrides(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``MAILSLOT_`` variables that ``load_config`` applies (or refuses), sorted."""
+    env = os.environ if environ is None else environ
+    return sorted(
+        var
+        for var in env
+        if var.startswith(ENV_PREFIX)
+        and var not in RESERVED_ENV
+        and not var.startswith(RESERVED_ENV_PREFIXES)
+    )
+
+
+def _setting_types(data_dir: Path) -> dict[str, type]:
     defaults = ServerConfig(data_dir=data_dir)
+    return {f.name: type(getattr(defaults, f.name)) for f in fields(ServerConfig) if f.name != "data_dir"}
+
+
+def _from_toml(raw: dict[str, Any], path: Path, types: dict[str, type], data_dir: Path) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
     for key, value in raw.items():
-        expected = type(getattr(defaults, key))
-        if expected is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise ConfigError(f"{path}: {key} must be a {expected.__name__}")
-    return ServerConfig(data_dir=data_dir, **raw)
+        name = key.removesuffix(_FILE_SUFFIX)
+        if key in types:
+            settings[key] = _checked(value, types[key], f"{path}: {key}")
+        elif key.endswith(_FILE_SUFFIX) and name in types:
+            if name in raw:
+                raise ConfigError(f"{path}: set {name} or {key}, not both")
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: {key} must be a path (a string)")
+            source = f"{path}: {key} ({value})"
+            settings[name] = _parse(_read_secret(data_dir / value, source), types[name], source, show=False)
+        else:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+    return settings
+
+
+def _from_environment(environ: Mapping[str, str], types: dict[str, type]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for var in environment_overrides(environ):
+        key = var.removeprefix(ENV_PREFIX).lower()
+        name = key.removesuffix(_FILE_SUFFIX)
+        if var != ENV_PREFIX + key.upper():
+            key = ""  # only upper-case names are settings
+        if key in types:
+            settings[key] = _parse(environ[var], types[key], var, show=True)
+        elif key.endswith(_FILE_SUFFIX) and name in types:
+            if ENV_PREFIX + name.upper() in environ:
+                raise ConfigError(f"set {ENV_PREFIX}{name.upper()} or {var}, not both")
+            source = f"{var} ({environ[var]})"
+            settings[name] = _parse(_read_secret(Path(environ[var]), source), types[name], source, show=False)
+        else:
+            raise ConfigError(
+                f"unknown environment variable {var}: server settings are {ENV_PREFIX}<SETTING> or "
+                f"{ENV_PREFIX}<SETTING>_FILE; reserved: {', '.join(sorted(RESERVED_ENV))}"
+            )
+    return settings
+
+
+def _checked(value: Any, expected: type, source: str) -> Any:
+    """A TOML value of the setting's type (an integer where a float is expected is widened)."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        raise ConfigError(f"{source} must be {_KINDS.get(expected, expected.__name__)}")
+    return value
+
+
+def _parse(text: str, expected: type, source: str, *, show: bool) -> Any:
+    """A setting's value from text; ``show`` puts the text in the error (never for secrets)."""
+    if expected is str:
+        return text
+    word = text.strip()
+    try:
+        if expected is bool:
+            return _BOOLS[word.lower()]
+        if expected is int:
+            return int(word)
+        value = float(word)
+        if math.isfinite(value):
+            return value
+    except (KeyError, ValueError):
+        pass
+    shown = f", not {word[:40]!r}" if show else ""
+    raise ConfigError(f"{source} must be {_KINDS.get(expected, expected.__name__)}{shown}")
+
+
+def _read_secret(path: Path, source: str) -> str:
+    """A file's text without one trailing newline (as ``echo`` and editors leave it)."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: the file is not UTF-8 text") from exc
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ConfigError(f"{source}: the file is empty")
+    return text
 
 
 def _toml_value(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""One server node's parts, wired together: storage, blob store, bus, services, limits, clock."""
+"""One server node's parts, wired together: storage, blob store, bus, services, limits, clock,
+metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mailslot.server.blobs import BlobStore
 from mailslot.server.bus import InProcessBus, WakeupBus
 from mailslot.server.config import ServerConfig
 from mailslot.server.limits import RateLimiter
+from mailslot.server.metrics import Metrics
 from mailslot.server.services.blobs import Blobs
 from mailslot.server.services.directory import Directory
 from mailslot.server.services.links import Links
@@ -29,13 +31,14 @@ class Node:
     blob_store: BlobStore
     bus: WakeupBus = field(default_factory=InProcessBus)
     clock_ms: Callable[[], int] = wall_clock_ms
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.authn = Authenticator(self.store)
         self.directory = Directory(self.store, self.config, self.bus)
-        self.relay = Relay(self.store, self.config, self.bus)
+        self.relay = Relay(self.store, self.config, self.bus, self.metrics)
         self.links = Links(self.store, self.config)
-        self.blobs = Blobs(self.store, self.blob_store, self.config)
+        self.blobs = Blobs(self.store, self.blob_store, self.config, metrics=self.metrics)
         self.device_limiter = RateLimiter(self.config.rate_per_device_per_s, self.config.rate_burst)
         # Unauthenticated link requests are limited per client address instead.
         self.address_limiter = RateLimiter(1.0, 20)

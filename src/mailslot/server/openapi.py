@@ -14,7 +14,8 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 # (method, path, summary, auth, request type, success status, response type)
 _OPERATIONS: list[tuple[str, str, str, bool, type | None, int, type | None]] = [
-    ("get", "/health", "Liveness", False, None, 200, None),
+    ("get", "/health", "Liveness: the process serves requests", False, None, 200, None),
+    ("get", "/ready", "Readiness: the database answers (503 not_ready otherwise)", False, None, 200, None),
     (
         "post",
         "/v1/accounts",
@@ -161,6 +162,10 @@ def openapi_document() -> dict[str, Any]:
     extra = _blob_operations()
     blob_path["patch"].update(extra["patch"])
     blob_path["get"] = extra["get"]
+    paths["/ready"]["get"]["responses"]["503"] = {
+        "description": "not ready: the database does not answer",
+        "content": {"application/json": {"schema": _ERROR}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "mailslot", "version": __version__},

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailslot.errors import AuthenticationError, InputError
+from mailslot.errors import AuthenticationError, InputError, MailslotError
 from mailslot.protocol import wire
 from mailslot.server.authn import parse_header
 from mailslot.server.blob_routes import BLOB_ROUTES
@@ -18,10 +19,28 @@ from mailslot.server.services.directory import parse_signed_list
 from mailslot.server.services.links import MAX_LINK_MESSAGE, parse_link_id
 
 MAX_LINK_WAIT_S = 30.0
+READY_TIMEOUT_S = 3.0  # /ready answers 503 if the database takes longer than this
+
+log = logging.getLogger("mailslot.server")
 
 
 async def health(request: Request) -> Response:
+    """Liveness: the process serves requests. Touches nothing else."""
     return json_response({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: the database answers a trivial query within ``READY_TIMEOUT_S``."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await node_of(request).store.ping()
+    except (MailslotError, TimeoutError) as exc:
+        reason = exc.message if isinstance(exc, MailslotError) else f"no answer in {READY_TIMEOUT_S:g} s"
+        cause = str(exc.__cause__ or "").strip().splitlines()
+        log.warning("not ready: %s%s", reason, f" ({cause[0]})" if cause else "")
+        body = {"error": "not_ready", "message": f"the database is not reachable: {reason}"}
+        return json_response(body, 503)
+    return json_response({"status": "ready"})
 
 
 async def openapi(request: Request) -> Response:
@@ -129,6 +148,7 @@ async def link_response(request: Request) -> Response:
 
 ROUTES = [
     Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/v1/accounts", register, methods=["POST"]),
     Route("/v1/accounts/{handle}/devices", get_devices, methods=["GET"]),

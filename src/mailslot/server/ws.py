@@ -93,7 +93,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     node = node_of(ws)
     session = _Session(ws, node, device)
-    with node.bus.listen(device.device_id) as wakeup:
+    with node.bus.listen(device.device_id) as wakeup, node.metrics.websocket():
         reader = asyncio.create_task(session.read_acks())
         try:
             await session.push(wakeup, reader)

@@ -1,22 +1,27 @@
 """The blob store contract (blobs/base.py), checked against every implementation by the same
-tests, plus what only the filesystem store promises (names, modes) and choosing one by URL."""
+tests, plus what only the filesystem store promises (names, modes), what only the PostgreSQL
+store promises (chunk layout, several nodes, deletion grace) and choosing one by URL."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from mailslot.errors import ConfigError, ConflictError, InputError, NotFoundError
 from mailslot.server.blobs import FilesystemBlobStore, MemoryBlobStore, open_blob_store
 from mailslot.server.blobs.base import READ_CHUNK, BlobStore
 from mailslot.server.blobs.filesystem import WRITE_BUFFER
+from mailslot.server.blobs.postgres import CHUNK_BYTES, PostgresBlobStore
+from tests.server.services import empty_database, fresh_database
 
 # Every implementation the suite must pass; a new store adds its URL here.
-STORES = ["memory", "file"]
+STORES = ["memory", "file", "postgres"]
 ID = bytes(range(32))
 OTHER = bytes(range(1, 33))
 
@@ -25,11 +30,22 @@ def store_url(kind: str, tmp_path: Path) -> str:
     return "memory://" if kind == "memory" else (tmp_path / "blobs").as_uri()
 
 
+@pytest.fixture(scope="session")
+def blob_database() -> Iterator[str]:
+    """One PostgreSQL database for the session's blob stores (emptied between tests)."""
+    with fresh_database() as url:
+        yield url
+
+
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     """An opened, empty store of each implementation in turn."""
-    blobs = open_blob_store(store_url(request.param, tmp_path))
+    postgres = request.param == "postgres"
+    url = request.getfixturevalue("blob_database") if postgres else store_url(request.param, tmp_path)
+    blobs = open_blob_store(url)
     await blobs.open()
+    if postgres:
+        empty_database(url)
     yield blobs
     await blobs.close()
 
@@ -209,6 +225,127 @@ async def test_a_symlink_in_place_of_a_blob_is_not_followed(tmp_path: Path) -> N
     assert target.read_bytes() == b"do not touch"
 
 
+# --- the PostgreSQL store ----------------------------------------------------------------------
+@pytest.fixture
+async def node_stores(blob_database: str) -> AsyncIterator[list[PostgresBlobStore]]:
+    """Two opened stores on one empty database, as two nodes hold them, with 10-byte chunks."""
+    stores = [PostgresBlobStore(blob_database, chunk_bytes=10) for _ in range(2)]
+    for node in stores:
+        await node.open()
+    empty_database(blob_database)
+    yield stores
+    for node in stores:
+        await node.close()
+
+
+def chunk_rows(url: str) -> list[tuple[int, int]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT chunk_no, length(data) FROM blob_chunks ORDER BY file_id, chunk_no")
+        return [(int(no), int(size)) for no, size in rows]
+
+
+async def test_bytes_are_stored_in_fixed_chunks(
+    node_stores: list[PostgresBlobStore], blob_database: str
+) -> None:
+    store = node_stores[0]
+    await store.create(ID)
+    data = pattern(47, seed=5)
+    await store.append(ID, 0, chunks(data[:3], data[3:25]))  # ends inside the third chunk
+    await store.append(ID, 25, chunks(data[25:31], data[31:]))  # fills it, then two more
+    assert chunk_rows(blob_database) == [(0, 10), (1, 10), (2, 10), (3, 10), (4, 7)]
+    for start, end in [(0, 47), (9, 11), (10, 20), (13, 42), (46, 47), (20, 20)]:
+        assert await read_all(store, ID, start, end) == data[start:end]
+    await store.truncate(ID, 23)
+    assert chunk_rows(blob_database) == [(0, 10), (1, 10), (2, 3)]
+    await store.append(ID, 20, chunks(b"abcdefghijklmn"))  # cuts the partial chunk, refills it
+    assert chunk_rows(blob_database) == [(0, 10), (1, 10), (2, 10), (3, 4)]
+    assert await read_all(store, ID, 0, 34) == data[:20] + b"abcdefghijklmn"
+    assert CHUNK_BYTES == 1024 * 1024
+
+
+async def test_another_node_cannot_cut_bytes_under_a_live_upload(
+    node_stores: list[PostgresBlobStore],
+) -> None:
+    first, second = node_stores
+    await first.create(ID)
+    await first.append(ID, 0, chunks(b"0123456789ab"))  # a piece, not yet committed
+    with pytest.raises(ConflictError) as caught:
+        await second.append(ID, 0, chunks(b"other"))  # a retry of the same piece elsewhere
+    assert caught.value.details == {}  # the client asks for the committed offset
+    with pytest.raises(ConflictError):
+        await second.truncate(ID, 0)  # what the losing node's clean-up does
+    assert await read_all(first, ID, 0, 12) == b"0123456789ab"
+    # The next piece may go through any node: starting at the end cuts nothing.
+    assert await second.append(ID, 12, chunks(b"cd")) == 14
+    with pytest.raises(ConflictError, match="another node"):
+        await first.append(ID, 12, chunks(b"late"))  # a stale retry on the first node
+    assert await read_all(first, ID, 0, 14) == b"0123456789abcd"
+
+
+async def test_a_node_that_lost_the_blob_mid_piece_writes_nothing(
+    node_stores: list[PostgresBlobStore],
+) -> None:
+    first, second = node_stores
+    await first.create(ID)
+    taken = False
+
+    async def slow_piece() -> AsyncIterator[bytes]:
+        nonlocal taken
+        yield b"x" * 10
+        assert await second.append(ID, 10, chunks(b"B" * 5)) == 15  # second takes over
+        taken = True
+        yield b"y" * 10
+
+    with pytest.raises(ConflictError):
+        await first.append(ID, 0, slow_piece())
+    assert taken
+    assert await read_all(first, ID, 0, 15) == b"x" * 10 + b"B" * 5
+
+
+async def test_an_expired_lease_lets_another_node_cut(blob_database: str) -> None:
+    first = PostgresBlobStore(blob_database, lease_s=0.001)
+    second = PostgresBlobStore(blob_database, lease_s=0.001)
+    await first.open()
+    await second.open()
+    try:
+        empty_database(blob_database)
+        await first.create(ID)
+        await first.append(ID, 0, chunks(b"abandoned by a crashed node"))
+        await asyncio.sleep(0.01)  # the lease runs out
+        assert await second.append(ID, 0, chunks(b"fresh")) == 5
+        assert await read_all(first, ID, 0, 5) == b"fresh"
+        await asyncio.sleep(0.01)
+        with pytest.raises(ConflictError):  # a late clean-up on the node that lost the blob
+            await first.truncate(ID, 0)
+        assert await read_all(first, ID, 0, 5) == b"fresh"
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_deleted_bytes_go_after_the_grace_period(blob_database: str) -> None:
+    store = PostgresBlobStore(blob_database, chunk_bytes=4, deleted_grace_s=0)
+    await store.open()
+    try:
+        empty_database(blob_database)
+        await store.create(ID)
+        await store.append(ID, 0, chunks(b"0123456789"))
+        assert len(chunk_rows(blob_database)) == 3
+        assert await store.delete(ID)
+        assert chunk_rows(blob_database) == []
+    finally:
+        await store.close()
+
+
+async def test_the_store_refuses_a_newer_schema() -> None:
+    with fresh_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (999, 'from the future')")
+        with pytest.raises(ConfigError, match="schema version 999"):
+            await PostgresBlobStore(url).open()
+
+
 # --- choosing a store by URL --------------------------------------------------------------------
 def test_urls(tmp_path: Path) -> None:
     assert isinstance(open_blob_store("memory://"), MemoryBlobStore)
@@ -217,10 +354,23 @@ def test_urls(tmp_path: Path) -> None:
     assert store.root == tmp_path / "with space"
     local = open_blob_store("file://localhost/srv/blobs")
     assert isinstance(local, FilesystemBlobStore) and local.root == Path("/srv/blobs")
+    for url in ("postgresql://mailslot:secret@db.example:5432/mailslot", "postgres://db/mailslot"):
+        shared = open_blob_store(url)  # nothing is connected yet
+        assert isinstance(shared, PostgresBlobStore) and shared.url == url
 
 
 @pytest.mark.parametrize(
-    "url", ["", "file://", "file:///", "file:relative/path", "file://host/srv", "s3://bucket", "memory://x"]
+    "url",
+    [
+        "",
+        "file://",
+        "file:///",
+        "file:relative/path",
+        "file://host/srv",
+        "s3://bucket",
+        "memory://x",
+        "postgres://",
+    ],
 )
 def test_unsupported_urls(url: str) -> None:
     with pytest.raises(ConfigError, match="unsupported blob store URL"):

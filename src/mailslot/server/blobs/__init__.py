@@ -1,8 +1,10 @@
 """Where blob bytes live, behind one interface chosen by URL.
 
 ``open_blob_store("memory://")`` gives a store for tests; ``open_blob_store("file:///<path>")``
-the filesystem default (an absolute path; the server's default is ``<data_dir>/blobs``). A
-PostgreSQL or S3-compatible store joins here with its own scheme.
+the filesystem default for one node (an absolute path; the server's default is
+``<data_dir>/blobs``); ``open_blob_store("postgresql://...")`` (or ``postgres://``; any libpq
+URL) the chunked store in PostgreSQL for several nodes that share no disk, psycopg imported
+only then. An S3-compatible store would join here with its own scheme.
 """
 
 from __future__ import annotations
@@ -18,10 +20,18 @@ from mailslot.server.blobs.memory import MemoryBlobStore
 __all__ = ["BLOB_ID_SIZE", "BlobStore", "FilesystemBlobStore", "MemoryBlobStore", "open_blob_store"]
 
 
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 def open_blob_store(url: str, *, fsync: bool = True) -> BlobStore:
-    """The store a URL names, not yet opened: ``memory://`` or ``file:///<absolute path>``."""
+    """The store a URL names, not yet opened (nothing is connected or created here):
+    ``memory://``, ``file:///<absolute path>`` or ``postgresql://...``."""
     if url == "memory://":
         return MemoryBlobStore()
+    if url.startswith(_POSTGRES_SCHEMES) and len(url) > len("postgres://"):
+        from mailslot.server.blobs.postgres import PostgresBlobStore  # psycopg only when used
+
+        return PostgresBlobStore(url)
     parts = urlsplit(url)
     path = unquote(parts.path)
     if (
@@ -33,4 +43,6 @@ def open_blob_store(url: str, *, fsync: bool = True) -> BlobStore:
         and path != "/"
     ):
         return FilesystemBlobStore(path, fsync=fsync)
-    raise ConfigError(f"unsupported blob store URL {url!r}: use memory:// or file:///<absolute path>")
+    raise ConfigError(
+        f"unsupported blob store URL {url!r}: use memory://, file:///<absolute path> or postgresql://..."
+    )

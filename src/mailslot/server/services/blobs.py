@@ -42,6 +42,7 @@ from mailslot.errors import (
 from mailslot.protocol import crypto
 from mailslot.server.blobs import BLOB_ID_SIZE, BlobStore
 from mailslot.server.config import ServerConfig
+from mailslot.server.metrics import Metrics
 from mailslot.server.storage.base import BlobRow, DeviceRow, Storage
 
 log = logging.getLogger("mailslot.server.blobs")
@@ -119,11 +120,13 @@ class Blobs:
         config: ServerConfig,
         *,
         idle_timeout_s: float = PIECE_IDLE_TIMEOUT_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._bytes = blob_store
         self._config = config
         self._idle_s = idle_timeout_s
+        self._metrics = metrics or Metrics()
         self._locks = _KeyedLocks()
 
     async def create(self, owner: DeviceRow, size: int, now_ms: int) -> BlobRow:
@@ -143,6 +146,7 @@ class Blobs:
         except BaseException:
             await self._store.delete_blob(blob.blob_id)
             raise
+        self._metrics.blob_created()
         return blob
 
     async def status(self, device: DeviceRow, blob_id: bytes, now_ms: int) -> BlobRow:
@@ -218,10 +222,12 @@ class Blobs:
             metered = _metered(chunks, digest, limit, self._idle_s)
             end = await self._bytes.append(blob.blob_id, blob.offset, metered)
             verify(digest.digest())
-            return await self._store.advance_blob(blob.blob_id, blob.offset, end)
+            committed = await self._store.advance_blob(blob.blob_id, blob.offset, end)
         except BaseException:
             await self._discard(blob)
             raise
+        self._metrics.blob_bytes(committed.offset - blob.offset)
+        return committed
 
     async def _discard(self, blob: BlobRow) -> None:
         """Truncate an uncommitted piece away; the blob may have expired meanwhile."""

@@ -16,6 +16,7 @@ from mailslot.protocol.identity import check_handle, parse_device_id, parse_mess
 from mailslot.protocol.wire import AckRequest, Delivery, QueueResponse, SendRequest, SendResponse
 from mailslot.server.bus import WakeupBus
 from mailslot.server.config import ServerConfig
+from mailslot.server.metrics import Metrics
 from mailslot.server.storage.base import DeviceRow, NewMessage, QueueEntry, Storage
 
 MAX_WRAPPED_KEY = 2048
@@ -36,10 +37,13 @@ def delivery_of(entry: QueueEntry) -> Delivery:
 
 
 class Relay:
-    def __init__(self, store: Storage, config: ServerConfig, bus: WakeupBus) -> None:
+    def __init__(
+        self, store: Storage, config: ServerConfig, bus: WakeupBus, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._config = config
         self._bus = bus
+        self._metrics = metrics or Metrics()
 
     def _recipients(self, sender: DeviceRow, recipients: list[str]) -> list[str]:
         handles = sorted({check_handle(h) for h in recipients} - {sender.handle})
@@ -102,6 +106,7 @@ class Relay:
             keys=keys,
         )
         stored = await self._store.store_message(message, self._config.max_queue_per_device)
+        self._metrics.sent(stored.created, len(keys))
         if stored.created:
             await self._bus.notify(list(keys))
         answer = SendResponse(request.message_id, stored.accepted_at_ms, stored.devices)
@@ -116,4 +121,6 @@ class Relay:
         if len(request.message_ids) > MAX_ACK:
             raise InputError(f"at most {MAX_ACK} ids per acknowledgement")
         ids = [parse_message_id(m) for m in request.message_ids]
-        return await self._store.ack(device.device_id, ids)
+        deleted = await self._store.ack(device.device_id, ids)
+        self._metrics.delivered(deleted)
+        return deleted

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,14 @@ class StoredSend:
     devices: int
 
 
+class QueueStats(NamedTuple):
+    """All queues at one moment, for the metrics: how many entries are waiting for their
+    device's acknowledgement, and when the oldest of them (lowest ``seq``) was accepted."""
+
+    entries: int
+    oldest_accepted_at_ms: int | None  # None when every queue is empty
+
+
 @dataclass(frozen=True)
 class BlobRow:
     """One blob's metadata; its bytes live in a ``BlobStore`` under the same id.
@@ -103,6 +112,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return once the database answers a trivial query; ``ServerError`` if it cannot
+        (readiness, ``GET /ready``). May wait as long as a connection attempt: callers bound it."""
 
     # --- accounts and devices ----------------------------------------------------------------
     @abc.abstractmethod
@@ -167,6 +181,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def queue_depth(self, device_id: bytes) -> int: ...
+
+    @abc.abstractmethod
+    async def queue_stats(self) -> QueueStats:
+        """Entries in all queues (expired ones the sweeper has not deleted yet included), and
+        the acceptance time of the oldest, by ``seq``. Cheap: read at every metrics scrape."""
 
     @abc.abstractmethod
     async def message_exists(self, message_id: bytes) -> bool:

@@ -27,6 +27,7 @@ from mailslot.server.storage.base import (
     DeviceRow,
     NewMessage,
     QueueEntry,
+    QueueStats,
     Storage,
     StoredSend,
 )
@@ -80,6 +81,9 @@ class MemoryStorage(Storage):
 
     async def schema_version(self) -> int:
         return LATEST_VERSION
+
+    async def ping(self) -> None:
+        """Always answers: the data is in this process."""
 
     # --- accounts and devices ----------------------------------------------------------------
     async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
@@ -172,6 +176,14 @@ class MemoryStorage(Storage):
 
     async def queue_depth(self, device_id: bytes) -> int:
         return len(self._queues.get(device_id, ()))
+
+    async def queue_stats(self) -> QueueStats:
+        heads = [next(iter(queue.values())) for queue in self._queues.values() if queue]
+        if not heads:
+            return QueueStats(0, None)
+        oldest = min(heads, key=lambda entry: entry.seq)
+        entries = sum(len(queue) for queue in self._queues.values())
+        return QueueStats(entries, self._bodies[oldest.message_id].message.accepted_at_ms)
 
     async def message_exists(self, message_id: bytes) -> bool:
         return message_id in self._bodies

@@ -61,6 +61,7 @@ from mailslot.server.storage.base import (
     DeviceRow,
     NewMessage,
     QueueEntry,
+    QueueStats,
     Storage,
     StoredSend,
 )
@@ -138,6 +139,17 @@ class PostgresStorage(Storage):
     async def schema_version(self) -> int:
         return await self._statement(_schema_version)
 
+    async def ping(self) -> None:
+        """``SELECT 1`` on a pooled connection, waiting at most ``connect_timeout_s`` for one
+        (not the pool's default 30 s) and without retrying."""
+        if self._pool is None:
+            raise ServerError("the storage is not open")
+        try:
+            async with self._pool.connection(timeout=self._connect_timeout_s) as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise _translate(exc) from exc
+
     # --- running transactions ----------------------------------------------------------------
     async def _statement(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)``, which must be one statement, in autocommit."""
@@ -202,6 +214,9 @@ class PostgresStorage(Storage):
 
     async def queue_depth(self, device_id: bytes) -> int:
         return await self._statement(_queue_depth, device_id)
+
+    async def queue_stats(self) -> QueueStats:
+        return await self._statement(_queue_stats)
 
     async def message_exists(self, message_id: bytes) -> bool:
         return await self._statement(_message_exists, message_id)
@@ -560,6 +575,19 @@ async def _delete_orphans(conn: Conn, message_ids: list[bytes]) -> None:
 async def _queue_depth(conn: Conn, device_id: bytes) -> int:
     row = await _one(conn, "SELECT depth FROM queue_depths WHERE device_id = %b", (device_id,))
     return 0 if row is None else int(row[0])
+
+
+async def _queue_stats(conn: Conn) -> QueueStats:
+    # As in SQLite: the count from queue_depths (one row per device), the oldest entry by the
+    # primary key on seq; one statement, so one snapshot.
+    row = await _one(
+        conn,
+        "SELECT (SELECT coalesce(sum(depth), 0) FROM queue_depths),"
+        " (SELECT m.accepted_at_ms FROM queue AS q JOIN messages AS m ON m.message_id = q.message_id"
+        " ORDER BY q.seq LIMIT 1)",
+    )
+    assert row is not None
+    return QueueStats(int(row[0]), None if row[1] is None else int(row[1]))
 
 
 async def _message_exists(conn: Conn, message_id: bytes) -> bool:

@@ -40,6 +40,7 @@ from mailslot.server.storage.base import (
     DeviceRow,
     NewMessage,
     QueueEntry,
+    QueueStats,
     Storage,
     StoredSend,
 )
@@ -114,6 +115,9 @@ class SqliteStorage(Storage):
 
     async def schema_version(self) -> int:
         return await self._read(_schema_version)
+
+    async def ping(self) -> None:
+        await self._read(_schema_version)  # reads the file, on the reader thread
 
     def _connect(self) -> sqlite3.Connection:
         """Open, configure and migrate the database for the writer thread."""
@@ -211,6 +215,9 @@ class SqliteStorage(Storage):
 
     async def queue_depth(self, device_id: bytes) -> int:
         return await self._read(_queue_depth, device_id)
+
+    async def queue_stats(self) -> QueueStats:
+        return await self._read(_queue_stats)
 
     async def message_exists(self, message_id: bytes) -> bool:
         return await self._read(_message_exists, message_id)
@@ -498,6 +505,17 @@ def _delete_orphans(conn: sqlite3.Connection, message_ids: Iterable[bytes]) -> N
 def _queue_depth(conn: sqlite3.Connection, device_id: bytes) -> int:
     row = conn.execute("SELECT depth FROM queue_depths WHERE device_id = ?", (device_id,)).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _queue_stats(conn: sqlite3.Connection) -> QueueStats:
+    # One row per device for the count (kept by triggers); the oldest entry is the first by seq,
+    # the primary key, so neither subquery reads the backlog.
+    entries, oldest = conn.execute(
+        "SELECT (SELECT coalesce(sum(depth), 0) FROM queue_depths),"
+        " (SELECT m.accepted_at_ms FROM queue AS q JOIN messages AS m ON m.message_id = q.message_id"
+        " ORDER BY q.seq LIMIT 1)"
+    ).fetchone()
+    return QueueStats(int(entries), None if oldest is None else int(oldest))
 
 
 def _message_exists(conn: sqlite3.Connection, message_id: bytes) -> bool:
