@@ -3,7 +3,9 @@
 Each delivery ends in one of three ways:
 
 * yielded: it opened and verified; it is stored in history and marked seen, THEN acknowledged
-  (so a crash between the two redelivers it, and the seen id drops the copy), then yielded,
+  (so a crash between the two redelivers it, and the seen id drops the copy), then yielded
+  (even when the acknowledgement was lost to a dropped connection, which then ends the
+  iteration: the redelivery will be dropped as seen, so this is the one chance to show it),
   marked ``verified`` when the sender's key is trusted-verified (or the sender is this account);
 * dropped and acknowledged: a duplicate (silently), a message from a blocked contact (one info
   line in the log, nothing else), or a message that failed a check (``MessageRejected``): one
@@ -34,7 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +111,11 @@ class Receiver:
                     message = await self._process(delivery)
                 except _Hold:
                     continue
-                await self._ack_http(delivery.message_id)
+                failed = await _attempt(self._ack_http(delivery.message_id))
                 if message is not None:
                     yield await self._files(message)
+                if failed is not None:
+                    raise failed
             if not page.more or not page.messages:
                 return
 
@@ -152,9 +156,13 @@ class Receiver:
                 message = await self._process(frame.delivery)
             except _Hold:
                 continue
-            await ws.send(wire.encode(wire.WsAck(message_ids=[frame.delivery.message_id])).decode())
+            failed = await _attempt(
+                ws.send(wire.encode(wire.WsAck(message_ids=[frame.delivery.message_id])).decode())
+            )
             if message is not None:
                 yield await self._files(message)
+            if failed is not None:
+                raise failed
 
     async def _ack_http(self, message_id: str) -> None:
         await self._session.transport.call(
@@ -287,6 +295,20 @@ def _envelope(delivery: wire.Delivery) -> Envelope:
         body=delivery.body,
         wrapped_key=delivery.key,
     )
+
+
+async def _attempt(ack: Awaitable[None]) -> BaseException | None:
+    """Send an acknowledgement, returning (not raising) a dropped connection.
+
+    The message is already stored and marked seen when it is acknowledged, so a redelivery
+    would be dropped as a duplicate: a message whose ack was lost must still be shown now, and
+    only then may the connection error end the iteration.
+    """
+    try:
+        await ack
+    except (ConnectionClosed, errors.NetworkError) as exc:
+        return exc
+    return None
 
 
 def _text_of(content: Content) -> str:
