@@ -123,6 +123,35 @@ async def test_wake_ups_cross_nodes() -> None:
         await second.close()
 
 
+async def test_wake_ups_of_one_loop_iteration_share_a_publish(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = redis_url()
+    first, second = open_bus(url), open_bus(url)
+    await first.open()
+    await second.open()
+    try:
+        published: list[bytes] = []
+        client = first._client  # type: ignore[attr-defined]
+        original = client.publish
+
+        async def counting(channel: str, payload: bytes) -> int:
+            published.append(payload)
+            result: int = await original(channel, payload)
+            return result
+
+        monkeypatch.setattr(client, "publish", counting)
+        devices = [bytes([i]) * 16 for i in range(40)]
+        with contextlib.ExitStack() as stack:
+            events = [stack.enter_context(second.listen(d)) for d in devices]
+            for device in devices:
+                await first.notify([device])
+            for event in events:
+                assert await woken(event)
+        assert 1 <= len(published) < len(devices)
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_prefixes_keep_deployments_apart() -> None:
     ours, theirs = open_bus(redis_url()), open_bus(redis_url())
     await ours.open()

@@ -103,6 +103,8 @@ class RedisBus(WakeupBus):
         self._outage_since: float | None = None
         self._tried = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._pending: set[bytes] = set()  # devices to announce in the next publish
+        self._publisher: asyncio.Task[None] | None = None
 
     # --- the interface -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -113,6 +115,11 @@ class RedisBus(WakeupBus):
                 await asyncio.wait_for(self._tried.wait(), self._connect_timeout_s * 3)
 
     async def close(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -126,16 +133,31 @@ class RedisBus(WakeupBus):
         return self._connected
 
     async def notify(self, device_ids: list[bytes]) -> None:
+        """Wake local listeners now; announce to other nodes in the next batched publish.
+
+        The send that calls this does not wait for Redis: every wake-up queued while one
+        publish is on its way goes out in the next one, so a busy node publishes once per
+        round trip instead of once per message. A lost wake-up only delays (nodes re-check).
+        """
         if not device_ids:
             return
         self._local.wake(device_ids)
         if not self._connected:
             return  # nobody would hear it; the other nodes are polling meanwhile
-        payload = self._origin + b" " + b" ".join(d.hex().encode() for d in device_ids)
-        try:
-            await self._client.publish(self.channel, payload)
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
+        self._pending.update(device_ids)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_pending(), name="mailslot-redis-publish")
+
+    async def _publish_pending(self) -> None:
+        await asyncio.sleep(0)  # let the other sends of this loop iteration join the batch
+        while self._pending and self._connected:
+            batch, self._pending = self._pending, set()
+            payload = self._origin + b" " + b" ".join(d.hex().encode() for d in batch)
+            try:
+                await self._client.publish(self.channel, payload)
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+        self._pending.clear()
 
     def listen(self, device_id: bytes) -> AbstractContextManager[asyncio.Event]:
         return self._local.listen(device_id)
