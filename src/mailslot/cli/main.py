@@ -17,6 +17,7 @@ import click
 
 from mailslot import __version__
 from mailslot.cli.account_cmd import account
+from mailslot.cli.admin_cmd import admin
 from mailslot.cli.attachment_cmd import attachment
 from mailslot.cli.demo_cmd import demo
 from mailslot.cli.device_cmd import device
@@ -165,6 +166,7 @@ cli.add_command(identity)
 cli.add_command(attachment)
 cli.add_command(server)
 cli.add_command(serve)
+cli.add_command(admin)
 cli.add_command(demo)
 
 

@@ -122,6 +122,40 @@ async def test_get_device_carries_the_account_disabled_flag(store: Storage) -> N
     assert found is not None and found.account_disabled
 
 
+async def test_list_accounts_with_device_counts_by_handle(store: Storage) -> None:
+    assert await store.list_accounts() == []
+    await register(store, "carol")
+    await register(store, "alice", 1, 2)
+    await store.create_account(account("bob", disabled=True), [device(3, "bob")])
+    assert await store.list_accounts() == [
+        (account("alice"), 2),
+        (account("bob", disabled=True), 1),
+        (account("carol"), 0),
+    ]
+
+
+async def test_set_disabled(store: Storage) -> None:
+    await register(store, "alice", 1)
+    await register(store, "bob", 2)
+    await store.set_disabled("alice", True)
+    assert await store.get_account("alice") == account("alice", disabled=True)
+    found = await store.get_device(dev(1))
+    assert found is not None and found.account_disabled
+    other = await store.get_device(dev(2))
+    assert other is not None and not other.account_disabled
+    await store.set_disabled("alice", True)  # already disabled: no change, no error
+    await store.set_disabled("alice", False)
+    assert await store.get_account("alice") == account("alice")
+    found = await store.get_device(dev(1))
+    assert found is not None and not found.account_disabled
+
+
+async def test_set_disabled_unknown_handle(store: Storage) -> None:
+    with pytest.raises(UnknownHandle):
+        await store.set_disabled("nobody", True)
+    assert await store.list_accounts() == []
+
+
 async def test_devices_of(store: Storage) -> None:
     await register(store, "alice", 1, 2)
     await register(store, "bob", 3)

@@ -128,6 +128,15 @@ class Storage(abc.ABC):
     async def get_account(self, handle: str) -> AccountRow | None: ...
 
     @abc.abstractmethod
+    async def list_accounts(self) -> list[tuple[AccountRow, int]]:
+        """Every account with its device count, ordered by handle (for ``mailslot admin``)."""
+
+    @abc.abstractmethod
+    async def set_disabled(self, handle: str, disabled: bool) -> None:
+        """Disable or enable an account; its devices fail authentication at once while it is
+        disabled. ``UnknownHandle`` if there is no such account."""
+
+    @abc.abstractmethod
     async def replace_devices(
         self,
         handle: str,

@@ -97,6 +97,18 @@ class MemoryStorage(Storage):
     async def get_account(self, handle: str) -> AccountRow | None:
         return self._accounts.get(handle)
 
+    async def list_accounts(self) -> list[tuple[AccountRow, int]]:
+        return [
+            (self._accounts[handle], len(self._devices_by_handle[handle]))
+            for handle in sorted(self._accounts)
+        ]
+
+    async def set_disabled(self, handle: str, disabled: bool) -> None:
+        account = self._accounts.get(handle)
+        if account is None:
+            raise UnknownHandle(f"no account {handle!r}")
+        self._accounts[handle] = replace(account, disabled=disabled)
+
     async def replace_devices(
         self,
         handle: str,

@@ -184,6 +184,12 @@ class PostgresStorage(Storage):
     async def get_account(self, handle: str) -> AccountRow | None:
         return await self._statement(_get_account, handle)
 
+    async def list_accounts(self) -> list[tuple[AccountRow, int]]:
+        return await self._statement(_list_accounts)
+
+    async def set_disabled(self, handle: str, disabled: bool) -> None:
+        await self._statement(_set_disabled, handle, disabled)
+
     async def replace_devices(
         self,
         handle: str,
@@ -370,6 +376,22 @@ async def _get_account(conn: Conn, handle: str) -> AccountRow | None:
         (handle,),
     )
     return None if row is None else AccountRow(*row)
+
+
+async def _list_accounts(conn: Conn) -> list[tuple[AccountRow, int]]:
+    rows = await _all(
+        conn,
+        "SELECT a.handle, a.account_key, a.list_version, a.device_list, a.created_at_ms, a.disabled,"
+        " (SELECT COUNT(*) FROM devices d WHERE d.handle = a.handle)"
+        ' FROM accounts a ORDER BY a.handle COLLATE "C"',
+    )
+    return [(AccountRow(*row[:6]), int(row[6])) for row in rows]
+
+
+async def _set_disabled(conn: Conn, handle: str, disabled: bool) -> None:
+    cursor = await conn.execute("UPDATE accounts SET disabled = %s WHERE handle = %s", (disabled, handle))
+    if not cursor.rowcount:
+        raise UnknownHandle(f"no account {handle!r}")
 
 
 async def _replace_devices(

@@ -185,6 +185,12 @@ class SqliteStorage(Storage):
     async def get_account(self, handle: str) -> AccountRow | None:
         return await self._read(_get_account, handle)
 
+    async def list_accounts(self) -> list[tuple[AccountRow, int]]:
+        return await self._read(_list_accounts)
+
+    async def set_disabled(self, handle: str, disabled: bool) -> None:
+        await self._write(_set_disabled, handle, disabled)
+
     async def replace_devices(
         self,
         handle: str,
@@ -346,6 +352,24 @@ def _get_account(conn: sqlite3.Connection, handle: str) -> AccountRow | None:
         return None
     handle, account_key, list_version, device_list, created_at_ms, disabled = row
     return AccountRow(handle, account_key, list_version, device_list, created_at_ms, bool(disabled))
+
+
+def _list_accounts(conn: sqlite3.Connection) -> list[tuple[AccountRow, int]]:
+    rows = conn.execute(
+        "SELECT a.handle, a.account_key, a.list_version, a.device_list, a.created_at_ms, a.disabled,"
+        " (SELECT COUNT(*) FROM devices d WHERE d.handle = a.handle)"
+        " FROM accounts a ORDER BY a.handle"
+    ).fetchall()
+    return [
+        (AccountRow(h, key, version, dl, created, bool(disabled)), count)
+        for h, key, version, dl, created, disabled, count in rows
+    ]
+
+
+def _set_disabled(conn: sqlite3.Connection, handle: str, disabled: bool) -> None:
+    changed = conn.execute("UPDATE accounts SET disabled = ? WHERE handle = ?", (disabled, handle)).rowcount
+    if not changed:
+        raise UnknownHandle(f"no account {handle!r}")
 
 
 def _replace_devices(
