@@ -7,6 +7,9 @@ it, so what is printed and what is saved with ``--json`` cannot disagree.
 from __future__ import annotations
 
 import math
+import os
+import platform
+import signal
 from typing import Any
 
 Summary = dict[str, Any]
@@ -190,3 +193,17 @@ def render(summary: Summary) -> str:
             shown = "\n  ".join(sorted(set(errors))[:5])
             parts += ["", f"{name} server logged {len(errors)} error(s) during the run; distinct:\n  {shown}"]
     return "\n".join(parts)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, for the JSON summary."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so ``finally`` blocks stop servers and remove temp dirs."""
+    signal.signal(signal.SIGTERM, _interrupt)

@@ -33,8 +33,6 @@ import hashlib
 import json
 import math
 import os
-import platform
-import signal
 import sys
 import tempfile
 import time
@@ -445,24 +443,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = QUICK if args.quick else FULL
     profile = Profile(base.name, args.size or base.size_mib, args.rounds or base.rounds)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the servers and remove the temp dir.
-    signal.signal(signal.SIGTERM, _interrupt)
+    _report.unwind_on_sigterm()
     summary: dict[str, Any] = {
         "bench": "attachments",
         "profile": profile.name,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _report.machine(),
         "settings": {
             "size_mib": profile.size_mib,
             "rounds": profile.rounds,

@@ -21,9 +21,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import platform
-import signal
 import sys
 import tempfile
 import time
@@ -277,11 +274,7 @@ def summary_head(args: argparse.Namespace, profile: Profile) -> dict[str, Any]:
     return {
         "bench": "relay",
         "profile": profile.name,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _report.machine(),
         "settings": {
             "message_bytes": args.size,
             "concurrency": args.concurrency,
@@ -297,17 +290,13 @@ def summary_head(args: argparse.Namespace, profile: Profile) -> dict[str, Any]:
     }
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.messages:
         profile = dataclasses.replace(profile, messages=args.messages)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the servers and remove the temp dir.
-    signal.signal(signal.SIGTERM, _interrupt)
+    _report.unwind_on_sigterm()
     summary = summary_head(args, profile)
     print("sealing cost...", file=sys.stderr)
     seal = _seal_cost.measure(profile.seal_rounds, profile.seal_calls, args.size)

@@ -30,9 +30,7 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -487,24 +485,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = QUICK if args.quick else FULL
     profile = Profile(profile.name, args.messages or profile.messages, args.rounds or profile.rounds)
     # SIGTERM unwinds like Ctrl-C: servers stopped, databases dropped, temp dir removed.
-    signal.signal(signal.SIGTERM, _interrupt)
+    _report.unwind_on_sigterm()
     summary: dict[str, Any] = {
         "bench": "scaleout",
         "profile": profile.name,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _report.machine(),
         "settings": {
             "messages": profile.messages,
             "rounds": profile.rounds,

@@ -63,7 +63,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mailslot.errors import ConfigError, ConflictError, NotFoundError, ServerError
 from mailslot.server.blobs.base import READ_CHUNK, BlobStore, check_blob_id, check_range
-from mailslot.server.storage.postgres import migrate_postgresql, redacted
+from mailslot.server.storage.postgres import migrate_postgresql, open_pool
 
 __all__ = ["CHUNK_BYTES", "DELETED_GRACE_S", "LEASE_S", "PostgresBlobStore"]
 
@@ -112,20 +112,9 @@ class PostgresBlobStore(BlobStore):
         if self._pool is not None:
             return
         await migrate_postgresql(self.url, self._connect_timeout_s)
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self.url,
-            min_size=1,
-            max_size=self._max,
-            kwargs={"autocommit": True},
-            open=False,
-            name="mailslot-blobs",
+        self._pool = await open_pool(
+            self.url, 1, self._max, self._connect_timeout_s, name="mailslot-blobs", what="blob database"
         )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout_s)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise ConfigError(f"cannot connect to the blob database at {redacted(self.url)}") from exc
-        self._pool = pool
         async with self._connection() as conn:
             await self._purge(conn)
 

@@ -116,20 +116,9 @@ class PostgresStorage(Storage):
         if self._pool is not None:
             return
         await migrate_postgresql(self.url, self._connect_timeout_s)
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self.url,
-            min_size=self._min,
-            max_size=self._max,
-            kwargs={"autocommit": True},
-            open=False,
-            name="mailslot",
+        self._pool = await open_pool(
+            self.url, self._min, self._max, self._connect_timeout_s, name="mailslot", what="database"
         )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout_s)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise ConfigError(f"cannot connect to the database at {redacted(self.url)}") from exc
-        self._pool = pool
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -264,6 +253,21 @@ class PostgresStorage(Storage):
 
 
 # --- connecting, migrating, errors -------------------------------------------------------------
+async def open_pool(
+    url: str, min_size: int, max_size: int, timeout_s: float, *, name: str, what: str
+) -> AsyncConnectionPool[Conn]:
+    """An open autocommit pool, or ``ConfigError`` naming ``what`` could not be reached."""
+    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        url, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=False, name=name
+    )
+    try:
+        await pool.open(wait=True, timeout=timeout_s)
+    except PoolTimeout as exc:
+        await pool.close()
+        raise ConfigError(f"cannot connect to the {what} at {redacted(url)}") from exc
+    return pool
+
+
 async def migrate_postgresql(url: str, connect_timeout_s: float = 10.0) -> tuple[int, int]:
     """Bring the database at ``url`` up to date on one connection: (version before, after).
 
