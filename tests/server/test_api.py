@@ -353,3 +353,16 @@ def test_send_needs_a_recipient_other_than_the_sender(
     before = db(live_server)
     assert_error(api.send_text(alice, alice.devices[0], {}, "to nobody"), 400, "bad_request")
     assert db(live_server) == before
+
+
+def test_a_device_of_another_account_cannot_be_listed(api: Api, live_server: LiveServer, alice: RawAccount, bob: RawAccount) -> None:
+    """Listing someone else's device (to receive their mail or speak as them) is refused."""
+    before = db(live_server)
+    carol = RawAccount("carol")
+    carol.devices.append(alice.devices[0])
+    body = wire.RegisterRequest("carol", carol.signed_list())
+    assert_error(api.call("POST", "/v1/accounts", carol.devices[0], body), 409, "conflict")
+    bob.devices.append(alice.devices[0])
+    publish = wire.DeviceListBody(bob.signed_list(version=2))
+    assert_error(api.call("PUT", "/v1/accounts/bob/devices", bob.devices[0], publish), 409, "conflict")
+    assert db(live_server) == before
