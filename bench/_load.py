@@ -54,8 +54,11 @@ class Account:
             DeviceRecord(k.device_id, k.sign_public, crypto.SUITE, k.enc_public, f"dev{i}", 1)
             for i, k in enumerate(self.devices)
         ]
-        listed = DeviceList.build(self.handle, self.key.public, 1, now_ms(), records)
-        return sign_device_list(listed, self.key).to_bytes()
+        listed = DeviceList.build(
+            self.handle, self.key.public, 1, now_ms(), records,
+            approver=self.devices[0].device_id, recovery_key=AccountKey.generate().public,
+        )
+        return sign_device_list(listed, self.key, self.devices[0]).to_bytes()
 
 
 def _fail_sniffio_fast() -> None:
@@ -154,6 +157,7 @@ def seal_sends(senders: list[Account], recipients: list[Account], count: int, si
             handles,
             sealed.body,
             {dev.hex(): key for dev, key in sealed.wrapped_keys.items()},
+            {h: 1 for h in members_of(sender.handle, handles)},  # every list is still version 1
         )
         sends.append(Send(content.message_id.hex(), keys, wire.encode(request)))
     return sends

@@ -109,14 +109,17 @@ class ServerProcess:
 
 
 def prepare_data_dir(root: Path, synchronous: str) -> ServerConfig:
-    """``mailslot server init`` into ``root/data``, then lift the per-device rate limit."""
+    """``mailslot server init`` into ``root/data``, then lift the per-device rate limit and open
+    registration (benchmark accounts register without invites)."""
     data_dir = root / "data"
     subprocess.run(
         [_tool("mailslot"), "server", "init", "--data-dir", str(data_dir), "--port", "0"],
         check=True,
         capture_output=True,
     )
-    config = load_config(data_dir).with_overrides(**UNLIMITED_RATE, sqlite_synchronous=synchronous)
+    config = load_config(data_dir).with_overrides(
+        **UNLIMITED_RATE, sqlite_synchronous=synchronous, registration="open"
+    )
     write_config(config)
     return config
 

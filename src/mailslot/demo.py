@@ -196,7 +196,8 @@ async def run_demo(console: Console | None = None, root: Path | None = None) -> 
     out = console or Console()
     with tempfile.TemporaryDirectory(prefix="mailslot-demo-") as tmp:
         base = root or Path(tmp)
-        config = ServerConfig(data_dir=base / "server", port=0)
+        # Open registration: the demo's accounts need no invite.
+        config = ServerConfig(data_dir=base / "server", port=0, registration="open")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         write_self_signed(config.cert_path, config.key_path)
         write_config(config)

@@ -10,6 +10,9 @@ translated into these only at the I/O edge.
     │   └── DecodeError             400  canonical bytes that do not parse
     ├── AuthenticationError         401  request not signed by a known device, stale or replayed
     ├── ForbiddenError              403  authenticated, but not allowed
+    │   ├── DeviceRemoved           403  this device was removed from its account
+    │   ├── InviteRequired          403  registration needs a valid invite token
+    │   └── RecoveryRefused         403  the recovery claim does not verify
     ├── NotFoundError               404
     │   └── UnknownHandle           404
     ├── ConflictError               409
@@ -85,6 +88,24 @@ class ForbiddenError(MailslotError):
     code = "forbidden"
     http_status = 403
     exit_code = 4
+
+
+class DeviceRemoved(ForbiddenError):
+    """This device was removed from its account's device list; it receives nothing more."""
+
+    code = "device_removed"
+
+
+class InviteRequired(ForbiddenError):
+    """Registration on this server needs a valid, unused invite token."""
+
+    code = "invite_required"
+
+
+class RecoveryRefused(ForbiddenError):
+    """The recovery claim does not verify under the account's recovery key."""
+
+    code = "recovery_refused"
 
 
 class NotFoundError(MailslotError):

@@ -8,7 +8,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -68,10 +70,17 @@ def live(data: Path) -> Iterator[Api]:
             api.close()
 
 
+def invite(data: Path, *options: str) -> str:
+    """A fresh invite token from `mailslot admin invite create`."""
+    token: str = json.loads(ok(admin(data, "invite", "create", *options, json_output=True)))["token"]
+    return token
+
+
 def test_list_disable_enable(data: Path, live: Api) -> None:
     alice = RawAccount("alice")
-    assert live.register(alice).status_code == 201
-    assert live.register(RawAccount("bob")).status_code == 201
+    token = invite(data, "--uses", "2")
+    assert live.register(alice, token).status_code == 201
+    assert live.register(RawAccount("bob"), token).status_code == 201
     queue = "/v1/queue?after=0&limit=10"
     assert live.call("GET", queue, alice.devices[0]).status_code == 200
 
@@ -102,7 +111,7 @@ def test_unknown_handle_exits_3(data: Path) -> None:
 
 def test_purge_deletes_expired_blobs_with_their_bytes(data: Path, live: Api) -> None:
     alice = RawAccount("alice")
-    assert live.register(alice).status_code == 201
+    assert live.register(alice, invite(data)).status_code == 201
     created = live.create_blob(alice.devices[0], 10)
     assert created.status_code == 201, created.text
     blob_id: str = created.json()["blob_id"]
@@ -123,7 +132,7 @@ def test_purge_deletes_expired_blobs_with_their_bytes(data: Path, live: Api) -> 
 
 
 def test_backup_copies_a_live_database_and_never_overwrites(data: Path, live: Api, tmp_path: Path) -> None:
-    assert live.register(RawAccount("alice")).status_code == 201
+    assert live.register(RawAccount("alice"), invite(data)).status_code == 201
     target = tmp_path / "backup.db"
     assert "backed up" in ok(admin(data, "backup", "--to", str(target)))
     with sqlite3.connect(target) as conn:
@@ -144,3 +153,37 @@ def test_backup_of_postgres_points_to_pg_dump(data: Path, tmp_path: Path) -> Non
     assert "pg_dump" in line and "db.example" in line and "5433" in line and "mail" in line
     assert "s3cret" not in line
     assert not (tmp_path / "b").exists()
+
+
+def test_invites_create_list_revoke(data: Path, live: Api) -> None:
+    """Registration is closed after `server init`; an invite opens it once, for one account."""
+    refused = live.register(RawAccount("alice"))
+    assert refused.status_code == 403 and "mailslot admin invite create" in refused.json()["message"]
+
+    made = json.loads(ok(admin(data, "invite", "create", "--note", "for alice", json_output=True)))
+    assert made["token"].startswith("inv_") and made["uses"] == 1 and made["note"] == "for alice"
+    week = time.time() + 7 * 86400
+    expires = datetime.fromisoformat(made["expires"]).timestamp()
+    assert week - 60 < expires < week + 60
+    text = ok(admin(data, "invite", "create", "--uses", "3", "--expires-in", "2h"))
+    other = next(word for word in text.split() if word.startswith("inv_"))
+    assert "shown only once" in text
+
+    listed = [json.loads(line) for line in ok(admin(data, "invite", "list", json_output=True)).splitlines()]
+    assert sorted((r["uses_left"], r["note"], r["state"]) for r in listed) == [
+        (1, "for alice", "valid"),
+        (3, "", "valid"),
+    ]
+    shown = ok(admin(data, "invite", "list"))
+    assert made["token"] not in shown and other not in shown and made["hash"] in shown
+
+    assert live.register(RawAccount("alice"), made["token"]).status_code == 201
+    assert live.register(RawAccount("bob"), made["token"]).status_code == 403
+    listed = [json.loads(line) for line in ok(admin(data, "invite", "list", json_output=True)).splitlines()]
+    assert {r["hash"]: r["state"] for r in listed}[made["hash"]] == "used up"
+
+    prefix = next(r["hash"] for r in listed if r["uses_left"] == 3)[:8]
+    assert "revoked" in ok(admin(data, "invite", "revoke", prefix))
+    assert live.register(RawAccount("bob"), other).status_code == 403
+    assert "no invite matches" in failed(admin(data, "invite", "revoke", other), 3)
+    assert "duration" in failed(admin(data, "invite", "create", "--expires-in", "soon"), 2)

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
 from mailslot.cli.main import cli
 from mailslot.client.keystore import DeviceSecrets, KdfParams, Keystore
+from mailslot.errors import ConflictError, DeviceRemoved
 from mailslot.protocol.identity import AccountKey, DeviceKeys
 
 NO_PASSPHRASE: dict[str, str | None] = {"MAILSLOT_PASSPHRASE": None, "MAILSLOT_HOME": None}
@@ -105,6 +108,28 @@ def test_empty_message_from_stdin(tmp_path: Path) -> None:
     assert_one_error_line(result, 2, "empty")
 
 
+def _run_failing(error: BaseException) -> Result:
+    """Run a throwaway subcommand that raises ``error``."""
+
+    @click.command("boom")
+    def boom() -> None:
+        raise error
+
+    cli.add_command(boom)
+    try:
+        return invoke(["boom"])
+    finally:
+        cli.commands.pop("boom")
+
+
+def test_device_removed_inside_a_task_group_is_one_line() -> None:
+    removed = DeviceRemoved("this device was removed from account alice (device list version 3)")
+    result = _run_failing(ExceptionGroup("tasks", [removed, ConflictError("and then this")]))
+    assert_one_error_line(result, DeviceRemoved.exit_code, "was removed from account alice")
+    bug = _run_failing(ExceptionGroup("tasks", [removed, ValueError("a bug")]))
+    assert isinstance(bug.exception, ExceptionGroup)  # a bug is never hidden
+
+
 def test_help_documents_exit_codes() -> None:
     result = invoke(["--help"])
     assert result.exit_code == 0
@@ -155,6 +180,34 @@ class Cli:
         self.ok(handle, "account", "register", handle, *server)
 
 
+def answer_on_a_terminal(
+    cli: Cli, device: str, args: list[str], prompt: str, answer: str
+) -> tuple[int, str, str]:
+    """Run with a pseudo-terminal as standard input and error; type ``answer`` when ``prompt``
+    shows there. The exit code, standard output, and what the terminal showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        cli.args(device, *args), env=cli.env, stdin=slave, stdout=subprocess.PIPE, stderr=slave, text=True
+    )
+    os.close(slave)
+    shown = bytearray()
+    answered = False
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if not answered and prompt.encode() in shown:
+            os.write(master, answer.encode() + b"\n")
+            answered = True
+    os.close(master)
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, out, shown.decode("utf-8", errors="replace")
+
+
 @pytest.fixture
 def mailslot(live_server: Any, tmp_path: Path) -> Cli:
     return Cli(live_server, tmp_path)
@@ -185,13 +238,14 @@ def test_register_send_receive_history(mailslot: Cli) -> None:
     assert len(piped) == 32
 
     (first, second) = json_lines(mailslot.ok("bob", "-o", "json", "receive"))
-    assert first["id"] == sent[0]["id"] and first["from"] == "alice" and first["to"] == ["alice", "bob"]
+    assert first["type"] == "message" and first["id"] == sent[0]["id"]
+    assert first["from"] == "alice" and first["to"] == ["alice", "bob"]
     assert first["text"] == "hello bob" and first["sent_at"].endswith("Z") and len(first["from_device"]) == 32
     assert second["text"] == "from stdin"
     assert mailslot.ok("bob", "-o", "json", "receive") == ""
 
     history = json_lines(mailslot.ok("bob", "-o", "json", "history", "alice"))
-    assert [h["text"] for h in history] == ["hello bob", "from stdin"]
+    assert [(h["type"], h["text"]) for h in history] == [("message", "hello bob"), ("message", "from stdin")]
     assert "hello bob" in mailslot.ok("bob", "history")
 
 

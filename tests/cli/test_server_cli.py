@@ -35,6 +35,10 @@ def test_init_writes_config_and_certificate(tmp_path: Path) -> None:
     result = mailslot("server", "init", "--data-dir", str(data))
     assert result.returncode == 0, result.stderr
     assert (data / "config.toml").read_text().count("max_body_bytes = ") == 1
+    lines = (data / "config.toml").read_text().splitlines()
+    at = lines.index('registration = "invite"')
+    assert lines[at - 1].startswith("# ") and "mailslot admin invite create" in lines[at - 2]
+    assert "mailslot admin invite create" in result.stdout
     assert stat.S_IMODE((data / "tls" / "key.pem").stat().st_mode) == 0o600
     assert b"BEGIN CERTIFICATE" in (data / "tls" / "cert.pem").read_bytes()
     again = mailslot("server", "init", "--data-dir", str(data))
@@ -134,6 +138,7 @@ def test_check_config_on_a_fresh_data_dir(tmp_path: Path) -> None:
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["ok"] is True
     found = report(as_json)
     assert "key match" in found["tls"][1] and "no database yet" in found["storage"][1]
+    assert "registration open" in found["config"][1]  # as the tests' data directories have it
     assert not (data / "mailslot.db").exists() and not (data / "blobs").exists()  # nothing made
 
 
@@ -168,6 +173,8 @@ def test_check_config_reports_a_bad_environment_and_hides_passwords(tmp_path: Pa
         3,
         "error: config: MAILSLOT_PORT must be an integer, not 'eighty'\n",
     )
+    closed = mailslot_with({"MAILSLOT_REGISTRATION": "closed"}, "server", "check-config", "--data-dir", str(data))
+    assert (closed.returncode, closed.stderr) == (3, "error: config: registration must be 'invite' or 'open'\n")
     nowhere = "postgresql://mailslot:hunter2@127.0.0.1:1/mailslot"
     result = mailslot_with(
         {"MAILSLOT_DATABASE_URL": nowhere}, "server", "check-config", "--data-dir", str(data)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 
 from mailslot.client import Client, KdfParams
+from mailslot.protocol.device_list import SignedDeviceList
+from mailslot.protocol.identity import DeviceKeys
 
 FAST_KDF = KdfParams(log2_n=10, r=8, p=1)  # the tests open many keystores; keep scrypt cheap
 PASSPHRASE = b"test passphrase"
@@ -48,7 +52,13 @@ class Devices:
         )
         async with pending:
             waiter = asyncio.create_task(pending.wait(timeout=20))
-            record = await existing.approve(pending.code)
+            try:
+                record = await existing.approve(pending.code)
+            except BaseException:
+                waiter.cancel()  # never leave the waiting task behind a failed approval
+                with contextlib.suppress(BaseException):
+                    await waiter
+                raise
             linked = await waiter
         self.opened.append(linked)
         assert record.device_id.hex() == linked.device_id
@@ -64,3 +74,40 @@ async def devices(live_server: Any, tmp_path: Path) -> AsyncIterator[Devices]:
     made = Devices(live_server, tmp_path)
     yield made
     await made.close()
+
+
+class ServerDb:
+    """Direct writes into the live server's database: what a malicious operator can do."""
+
+    def __init__(self, live_server: Any) -> None:
+        self.path: Path = live_server.data_dir / "mailslot.db"
+
+    def execute(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as conn, conn:
+            return conn.execute(sql, args).fetchall()
+
+    def add_device(self, handle: str, keys: DeviceKeys) -> None:
+        self.execute(
+            "INSERT INTO devices (device_id, handle, sign_key) VALUES (?, ?, ?)",
+            keys.device_id,
+            handle,
+            keys.sign_public,
+        )
+
+    def serve_list(self, handle: str, signed: SignedDeviceList) -> None:
+        listed = signed.parse()
+        self.execute(
+            "UPDATE accounts SET account_key = ?, list_version = ?, device_list = ? WHERE handle = ?",
+            listed.account_key,
+            listed.version,
+            signed.to_bytes(),
+            handle,
+        )
+
+    def queued_for(self, keys: DeviceKeys) -> int:
+        return int(self.execute("SELECT count(*) FROM queue WHERE device_id = ?", keys.device_id)[0][0])
+
+
+@pytest.fixture
+def server_db(live_server: Any) -> ServerDb:
+    return ServerDb(live_server)

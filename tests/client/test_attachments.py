@@ -252,6 +252,10 @@ async def send_rich(sender: Client, recipient: Client, body: RichBody) -> str:
         [recipient.handle],
         sealed.body,
         {d.hex(): k for d, k in sealed.wrapped_keys.items()},
+        versions={
+            sender.handle: session.directory.cached_version(sender.handle) or 1,
+            recipient.handle: listed.version,
+        },
     )
     await session.transport.call("POST", "/v1/messages", wire.SendResponse, body=request)
     return content.message_id.hex()

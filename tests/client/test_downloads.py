@@ -7,7 +7,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailslot.client.downloads import MAX_NAME_BYTES, PartialFile, safe_name
@@ -55,6 +55,8 @@ def test_an_empty_name_gets_an_extension_for_its_media_type() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
+@example(". 0")  # stripping the dot uncovered a leading space, so a second pass changed it
+@example(". \u2003.x")
 def test_any_name_is_safe(name: str) -> None:
     safe = safe_name(name)
     assert safe and "/" not in safe and "\\" not in safe and "\x00" not in safe

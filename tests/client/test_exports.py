@@ -10,6 +10,8 @@ def test_exported_members() -> None:
         "Attachment",
         "Client",
         "Contact",
+        "DeviceAlert",
+        "DeviceInfo",
         "HistoryEntry",
         "Identity",
         "KdfParams",

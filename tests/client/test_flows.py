@@ -290,6 +290,7 @@ async def test_rejected_message_is_logged_acked_and_not_yielded(
             recipients=["bob"],
             body=sealed.body,
             keys={d.hex(): k for d, k in sealed.wrapped_keys.items()},
+            versions={"alice": 1, "bob": bob_list.version},
         ),
     )
     good = await alice.send(["bob"], "a good one")
@@ -313,7 +314,11 @@ async def test_tampered_body_is_rejected(devices: Devices, caplog: pytest.LogCap
     body = bytearray(sealed.body)
     body[-1] ^= 1
     request = wire.SendRequest(
-        content.message_id.hex(), ["bob"], bytes(body), {d.hex(): k for d, k in sealed.wrapped_keys.items()}
+        content.message_id.hex(),
+        ["bob"],
+        bytes(body),
+        {d.hex(): k for d, k in sealed.wrapped_keys.items()},
+        versions={"alice": 1, "bob": bob_list.version},
     )
     await _post_raw(alice, request)
     with caplog.at_level(logging.WARNING, logger="mailslot.client"):
@@ -343,8 +348,12 @@ async def test_device_list_rollback_is_refused(devices: Devices) -> None:
     alice, bob = await devices.register("alice"), await devices.register("bob")
     current = await alice.device_list("bob")
     # A genuine bob-signed version 5 was seen once; the server now offers version 1 again.
-    newer = DeviceList.build("bob", current.account_key, 5, 1, list(current.devices))
-    signed = sign_device_list(newer, session_of(bob).secrets.account)
+    bob_keys = session_of(bob).secrets.device
+    newer = DeviceList.build(
+        "bob", current.account_key, 5, 1, list(current.devices),
+        approver=bob_keys.device_id, recovery_key=current.recovery_key,
+    )
+    signed = sign_device_list(newer, session_of(bob).secrets.account, bob_keys)
     session_of(alice).store.save_device_list("bob", 5, signed.to_bytes())
     with pytest.raises(VerificationError, match="rollback"):
         await alice.device_list("bob", refresh=True)

@@ -105,3 +105,69 @@ def test_secrets_not_in_repr() -> None:
     secrets = _secrets()
     assert secrets.device.sign_seed.hex() not in repr(secrets)
     assert secrets.account.seed.hex() not in repr(secrets)
+
+
+def _format_1_file(secrets: DeviceSecrets, passphrase: bytes) -> bytes:
+    """A key file as mailslot wrote it before key rotation (format 1)."""
+    from mailslot.client.keystore import MAGIC, SALT_SIZE
+    from mailslot.protocol import crypto, labels
+    from mailslot.protocol.encoding import Writer
+
+    salt, nonce = b"s" * SALT_SIZE, b"n" * crypto.AEAD_NONCE_SIZE
+    head = Writer().var(MAGIC).u8(1).u8(FAST.log2_n).u32(FAST.r).u32(FAST.p).fixed(salt, SALT_SIZE)
+    head_bytes = head.fixed(nonce, crypto.AEAD_NONCE_SIZE).to_bytes()
+    body = Writer().text(secrets.handle).text(secrets.server).text(secrets.device_name)
+    body.fixed(secrets.device.kem_seed, 32).fixed(secrets.device.sign_seed, 32).fixed(
+        secrets.account.seed, 32
+    )
+    key = crypto.passphrase_key(passphrase, salt, n=2**FAST.log2_n, r=FAST.r, p=FAST.p)
+    aad = Writer().var(labels.KEYSTORE).to_bytes() + head_bytes
+    return head_bytes + crypto.aead_seal(key, nonce, body.to_bytes(), aad)
+
+
+def test_a_format_1_file_is_read_and_rewritten_as_format_2(tmp_path: Path) -> None:
+    secrets = _secrets()
+    store = Keystore(tmp_path)
+    store.path.write_bytes(_format_1_file(secrets, b"pw"))
+    loaded, sealing = store.unlock(b"pw")
+    assert loaded == secrets and loaded.kem_created_ms == 0 and loaded.retired == ()
+    rotated = loaded.with_pending(b"\x05" * 32, 7)
+    store.write(rotated, sealing)  # no passphrase needed to rewrite
+    assert store.path.read_bytes()[len(MAGIC_PREFIX)] == 2
+    assert store.load(b"pw") == rotated
+
+
+MAGIC_PREFIX = b"\x00\x00\x00\x11mailslot-keystore"
+
+
+def test_rotation_state_round_trips_and_orders_decryption_keys(tmp_path: Path) -> None:
+    secrets = DeviceSecrets(
+        "alice",
+        "https://127.0.0.1:8443",
+        "laptop",
+        DeviceKeys.generate(),
+        AccountKey.generate(),
+        kem_created_ms=5,
+    )
+    first = secrets.device
+    pending = secrets.with_pending(b"\x07" * 32, 10)
+    assert [k.kem_seed for k in pending.decryption_keys()] == [first.kem_seed, b"\x07" * 32]
+    promoted = pending.promoted(20)
+    assert promoted.device.kem_seed == b"\x07" * 32 and promoted.kem_created_ms == 10
+    assert promoted.device.device_id == first.device_id  # the same device, a new KEM key
+    assert [(k.created_ms, k.retired_ms) for k in promoted.retired] == [(5, 20)]
+    again = promoted.with_pending(b"\x08" * 32, 30).promoted(40)
+    assert [k.kem_seed for k in again.decryption_keys()] == [b"\x08" * 32, b"\x07" * 32, first.kem_seed]
+    store = Keystore(tmp_path)
+    store.save(again, b"pw", FAST)
+    assert store.load(b"pw") == again
+
+
+def test_a_newer_format_is_refused_clearly(tmp_path: Path) -> None:
+    store = Keystore(tmp_path)
+    store.save(_secrets(), b"pw", FAST)
+    data = bytearray(store.path.read_bytes())
+    data[len(MAGIC_PREFIX)] = 9
+    store.path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="newer mailslot"):
+        store.load(b"pw")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mailslot.client.models import Direction, HistoryEntry
-from mailslot.client.store import _SCHEMA_1, SCHEMA_VERSION, Store, StoredAttachment
+from mailslot.client.models import AlertKind, DeviceAlert, Direction, HistoryEntry
+from mailslot.client.store import _SCHEMA_1, _SCHEMA_2, _SCHEMA_3, SCHEMA_VERSION, Store, StoredAttachment
 from mailslot.errors import InputError, KeyChanged, SchemaTooNew, VerificationError
 from mailslot.protocol import chunked
 from mailslot.protocol.attachment import AttachmentRef
@@ -168,8 +168,44 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(tmp_path / Store.FILENAME)
-    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
     conn.close()
+
+
+def test_a_version_3_store_gains_alerts_checkpoints_and_removal(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / Store.FILENAME)
+    for script in (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3):
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("INSERT INTO contacts (handle, account_key, first_seen_ms) VALUES ('bob', ?, 1)", (b"k" * 32,))
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path)
+    try:
+        assert store.alerts(unseen_only=False) == [] and store.checkpoint("alice") is None
+        alert = _alert_of("alice", 2, "added")
+        (recorded,) = store.record_step("alice", 2, b"v2", [alert])
+        assert recorded.id > 0 and store.checkpoint("alice") == (2, b"v2")
+        assert store.record_step("alice", 2, b"other", [alert]) == []  # never moves back or repeats
+        assert store.record_step("alice", 1, b"v1", [_alert_of("alice", 1, "removed")]) == []
+        assert store.checkpoint("alice") == (2, b"v2")
+        notice = _alert_of("bob", 5, "added", own=False)
+        assert len(store.add_alerts([notice])) == 1 and store.add_alerts([notice]) == []
+        assert [a.handle for a in store.alerts()] == ["alice", "bob"]
+        assert store.mark_alerts_seen() == 2
+        assert store.alerts() == [] and len(store.alerts(unseen_only=False)) == 2
+        assert store.removal() is None
+        store.set_removal("removed by x", {"version": 3})
+        assert store.removal() == ("removed by x", {"version": 3})
+        assert store.contact("bob") is not None
+    finally:
+        store.close()
+
+
+def _alert_of(handle: str, version: int, kind: AlertKind, *, own: bool = True) -> DeviceAlert:
+    return DeviceAlert(0, handle, version, 10, kind, "0a" * 16, "phone", "0b" * 16, "laptop", False, own, False)
 
 
 def test_trust_levels_and_repin(store: Store) -> None:

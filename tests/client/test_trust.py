@@ -7,9 +7,7 @@ a device list it re-signed, an account key it swapped), and checks what the clie
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,50 +15,13 @@ import pytest
 
 from mailslot.client import Client
 from mailslot.errors import ForbiddenError, KeyChanged, VerificationError
-from mailslot.protocol import crypto
+from mailslot.protocol import crypto, labels
 from mailslot.protocol.device_list import DeviceList, DeviceRecord, SignedDeviceList, sign_device_list
 from mailslot.protocol.identity import AccountKey, DeviceKeys
 from mailslot.protocol.safety import fingerprint
-from tests.client.conftest import Devices
+from tests.client.conftest import Devices, ServerDb
 from tests.client.test_flows import drain, queue_of, session_of
 from tests.server.rawapi import Api, RawAccount
-
-
-class ServerDb:
-    """Direct writes into the live server's database: what a malicious operator can do."""
-
-    def __init__(self, live_server: Any) -> None:
-        self.path: Path = live_server.data_dir / "mailslot.db"
-
-    def execute(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as conn, conn:
-            return conn.execute(sql, args).fetchall()
-
-    def add_device(self, handle: str, keys: DeviceKeys) -> None:
-        self.execute(
-            "INSERT INTO devices (device_id, handle, sign_key) VALUES (?, ?, ?)",
-            keys.device_id,
-            handle,
-            keys.sign_public,
-        )
-
-    def serve_list(self, handle: str, signed: SignedDeviceList) -> None:
-        listed = signed.parse()
-        self.execute(
-            "UPDATE accounts SET account_key = ?, list_version = ?, device_list = ? WHERE handle = ?",
-            listed.account_key,
-            listed.version,
-            signed.to_bytes(),
-            handle,
-        )
-
-    def queued_for(self, keys: DeviceKeys) -> int:
-        return int(self.execute("SELECT count(*) FROM queue WHERE device_id = ?", keys.device_id)[0][0])
-
-
-@pytest.fixture
-def server_db(live_server: Any) -> ServerDb:
-    return ServerDb(live_server)
 
 
 def ghost_record() -> tuple[DeviceKeys, DeviceRecord]:
@@ -69,9 +30,18 @@ def ghost_record() -> tuple[DeviceKeys, DeviceRecord]:
 
 
 def with_devices(
-    current: DeviceList, account_key: bytes, version: int, extra: list[DeviceRecord]
+    current: DeviceList,
+    account_key: bytes,
+    version: int,
+    extra: list[DeviceRecord],
+    approver: bytes | None = None,
 ) -> DeviceList:
-    return DeviceList.build(current.handle, account_key, version, 1, [*current.devices, *extra])
+    """``current`` plus ``extra`` at ``version`` under ``account_key``, approved by
+    ``approver`` (default: the first extra device)."""
+    return DeviceList.build(
+        current.handle, account_key, version, 1, [*current.devices, *extra],
+        approver=approver or extra[0].device_id, recovery_key=current.recovery_key,
+    )
 
 
 # --- (a) a device the account never signed ------------------------------------------------------
@@ -92,16 +62,19 @@ async def test_ghost_device_row_outside_the_signed_list_is_refused(
     assert [m.text for m in await drain(bob)] == ["before"]
 
 
-def forged_by_another_key(current: DeviceList, bob_key: bytes, record: DeviceRecord) -> SignedDeviceList:
+def forged_by_another_key(
+    current: DeviceList, bob_key: bytes, ghost: DeviceKeys, record: DeviceRecord
+) -> SignedDeviceList:
     body = with_devices(current, bob_key, current.version + 1, [record]).to_bytes()
-    return SignedDeviceList(body, AccountKey.generate().sign(body))
+    return SignedDeviceList(body, AccountKey.generate().sign(body), ghost.sign(labels.DEVICE_LIST_APPROVAL + body))
 
 
 def old_signature_on_new_bytes(
-    current: DeviceList, bob_key: bytes, record: DeviceRecord, old: bytes
+    current: DeviceList, bob_key: bytes, ghost: DeviceKeys, record: DeviceRecord, old: bytes
 ) -> SignedDeviceList:
     body = with_devices(current, bob_key, current.version, [record]).to_bytes()
-    return SignedDeviceList(body, SignedDeviceList.from_bytes(old).signature)
+    approval = ghost.sign(labels.DEVICE_LIST_APPROVAL + body)
+    return SignedDeviceList(body, SignedDeviceList.from_bytes(old).signature, approval)
 
 
 @pytest.mark.parametrize("forge", ["another-key", "old-signature"])
@@ -115,10 +88,10 @@ async def test_list_with_a_ghost_device_that_bob_did_not_sign_is_refused(
     current = await bob.device_list()
     ghost, record = ghost_record()
     if forge == "another-key":
-        signed = forged_by_another_key(current, current.account_key, record)
+        signed = forged_by_another_key(current, current.account_key, ghost, record)
     else:
         (old,) = server_db.execute("SELECT device_list FROM accounts WHERE handle = 'bob'")[0]
-        signed = old_signature_on_new_bytes(current, current.account_key, record, old)
+        signed = old_signature_on_new_bytes(current, current.account_key, ghost, record, old)
     server_db.add_device("bob", ghost)
     server_db.serve_list("bob", signed)
     with pytest.raises(VerificationError, match="did not sign"):
@@ -135,7 +108,7 @@ def swap_account_key(server_db: ServerDb, current: DeviceList) -> tuple[AccountK
     device (so nothing looks broken) and a ghost device the server holds the keys of."""
     mallory = AccountKey.generate()
     ghost, record = ghost_record()
-    signed = sign_device_list(with_devices(current, mallory.public, 1, [record]), mallory)
+    signed = sign_device_list(with_devices(current, mallory.public, 1, [record]), mallory, ghost)
     server_db.add_device("bob", ghost)
     server_db.serve_list("bob", signed)
     return mallory, ghost

@@ -20,6 +20,7 @@ from mailslot.protocol.device_list import (
     sign_device_list,
 )
 from mailslot.protocol.identity import AccountKey, DeviceKeys
+from mailslot.protocol.recovery import RecoverySecret
 
 CREATED_AT_MS = 1_700_000_000_000
 
@@ -45,8 +46,12 @@ class Account:
         self.key = AccountKey(seed_for(handle + "/account"))
         self.devices = tuple(device_keys(f"{handle}/device{i}") for i in range(device_count))
         records = [record_for(d, f"device {i}") for i, d in enumerate(self.devices)]
-        self.device_list = DeviceList.build(handle, self.key.public, 1, CREATED_AT_MS, records)
-        self.signed: SignedDeviceList = sign_device_list(self.device_list, self.key)
+        self.recovery = RecoverySecret(seed_for(handle + "/recovery")[:20])
+        self.device_list = DeviceList.build(
+            handle, self.key.public, 1, CREATED_AT_MS, records,
+            approver=self.devices[0].device_id, recovery_key=self.recovery.key_for(handle).public,
+        )
+        self.signed: SignedDeviceList = sign_device_list(self.device_list, self.key, self.devices[0])
 
     def __repr__(self) -> str:
         # Short, so that hypothesis's failure reports stay readable.

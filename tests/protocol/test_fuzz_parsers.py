@@ -169,8 +169,10 @@ def link(alice, make_device, make_record):
     device = make_device("fuzz/new")
     record = make_record(device)
     request_plain = code.open(labels.LINK_REQUEST, seal_link_request(code, device, record))
-    new_list = DeviceList.build("alice", alice.key.public, 2, 0, [*alice.device_list.devices, record])
-    signed = sign_device_list(new_list, alice.key)
+    new_list = alice.device_list.successor(
+        [*alice.device_list.devices, record], approver=alice.devices[0].device_id, issued_at_ms=0
+    )
+    signed = sign_device_list(new_list, alice.key, alice.devices[0])
     response_plain = code.open(
         labels.LINK_RESPONSE, seal_link_response(code, record, "alice", signed, alice.key)
     )

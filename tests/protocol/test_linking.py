@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from mailslot.errors import InputError, VerificationError
 from mailslot.protocol import crypto, labels
 from mailslot.protocol.device_list import (
-    DeviceList,
     SignedDeviceList,
     sign_device_list,
     verify_device_list,
@@ -186,8 +185,8 @@ def linked(alice, new_device, make_record):
     """Alice's version-2 list with the new device added, signed by her account key."""
     record = make_record(new_device, "new phone")
     devices = [*alice.device_list.devices, record]
-    new_list = DeviceList.build("alice", alice.key.public, 2, 0, devices)
-    return record, sign_device_list(new_list, alice.key)
+    new_list = alice.device_list.successor(devices, approver=alice.devices[0].device_id, issued_at_ms=0)
+    return record, sign_device_list(new_list, alice.key, alice.devices[0])
 
 
 def test_link_response_round_trip(code, alice, new_device, linked) -> None:
@@ -241,7 +240,7 @@ def test_link_response_needs_a_32_byte_account_key(code, new_device) -> None:
     def response_with(seed: bytes) -> bytes:
         info = _account_key_info(code.link_id, new_device.device_id)
         wrapped = crypto.hpke_seal(new_device.enc_public, seed, info)
-        empty_list = SignedDeviceList(b"", b"s" * 64).to_bytes()
+        empty_list = SignedDeviceList(b"", b"s" * 64, b"a" * 64).to_bytes()
         plain = Writer().text("alice").var(empty_list).var(wrapped).to_bytes()
         return code.seal(labels.LINK_RESPONSE, plain)
 

@@ -21,7 +21,14 @@ HEX_IDS = st.binary(min_size=16, max_size=16).map(bytes.hex)
 
 DELIVERIES = st.builds(wire.Delivery, INTS, HEX_IDS, TEXT, HEX_IDS, INTS, BLOBS, BLOBS)
 VALUES: dict[type[Any], st.SearchStrategy[Any]] = {
-    wire.RegisterRequest: st.builds(wire.RegisterRequest, TEXT, BLOBS),
+    wire.RegisterRequest: st.builds(wire.RegisterRequest, TEXT, BLOBS, st.none() | TEXT),
+    wire.RecoverRequest: st.builds(wire.RecoverRequest, BLOBS, BLOBS),
+    wire.DeviceListHistory: st.builds(wire.DeviceListHistory, TEXT, st.lists(BLOBS, max_size=3), st.booleans()),
+    wire.DeviceSeen: st.builds(wire.DeviceSeen, HEX_IDS, st.none() | INTS),
+    wire.DevicesSeen: st.builds(
+        wire.DevicesSeen, st.lists(st.builds(wire.DeviceSeen, HEX_IDS, st.none() | INTS), max_size=3)
+    ),
+    wire.WsDevices: st.builds(wire.WsDevices, INTS),
     wire.AccountInfo: st.builds(wire.AccountInfo, TEXT, INTS),
     wire.DeviceListBody: st.builds(wire.DeviceListBody, BLOBS),
     wire.DeviceListResponse: st.builds(wire.DeviceListResponse, TEXT, INTS, BLOBS),
@@ -31,6 +38,7 @@ VALUES: dict[type[Any], st.SearchStrategy[Any]] = {
         st.lists(TEXT, max_size=4),
         BLOBS,
         st.dictionaries(HEX_IDS, BLOBS, max_size=4),
+        st.dictionaries(TEXT, INTS, max_size=4),
     ),
     wire.SendResponse: st.builds(wire.SendResponse, HEX_IDS, INTS, INTS),
     wire.Delivery: DELIVERIES,

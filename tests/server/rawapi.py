@@ -21,6 +21,7 @@ from mailslot.protocol.auth import sign_request
 from mailslot.protocol.device_list import DeviceList, DeviceRecord, sign_device_list
 from mailslot.protocol.identity import AccountKey, DeviceKeys
 from mailslot.protocol.message import KIND_TEXT, Content, members_of, seal_message
+from mailslot.protocol.recovery import RecoverySecret
 
 PIECE_TYPE = "application/offset+octet-stream"
 
@@ -41,11 +42,22 @@ class RawAccount:
     account: AccountKey = field(default_factory=AccountKey.generate)
     devices: list[DeviceKeys] = field(default_factory=lambda: [DeviceKeys.generate()])
     version: int = 1
+    recovery: RecoverySecret = field(default_factory=RecoverySecret.generate)
 
-    def signed_list(self, version: int | None = None, devices: list[DeviceKeys] | None = None) -> bytes:
-        records = [record_of(k, f"dev{i}") for i, k in enumerate(devices or self.devices)]
-        dl = DeviceList.build(self.handle, self.account.public, version or self.version, 1, records)
-        return sign_device_list(dl, self.account).to_bytes()
+    def signed_list(
+        self, version: int | None = None, devices: list[DeviceKeys] | None = None,
+        approver: DeviceKeys | None = None,
+    ) -> bytes:
+        """The account's list at ``version`` holding ``devices``, approved by ``approver``
+        (default: the first listed device)."""
+        listed = devices or self.devices
+        by = approver or listed[0]
+        records = [record_of(k, f"dev{i}") for i, k in enumerate(listed)]
+        dl = DeviceList.build(
+            self.handle, self.account.public, version or self.version, 1, records,
+            approver=by.device_id, recovery_key=self.recovery.key_for(self.handle).public,
+        )
+        return sign_device_list(dl, self.account, by).to_bytes()
 
 
 class Api:
@@ -76,9 +88,23 @@ class Api:
             sent_headers["authorization"] = sig.to_header()
         return self.http.request(method, target, content=data, headers=sent_headers)
 
-    def register(self, acct: RawAccount) -> httpx.Response:
-        body = wire.RegisterRequest(acct.handle, acct.signed_list())
+    def register(self, acct: RawAccount, invite: str | None = None) -> httpx.Response:
+        body = wire.RegisterRequest(acct.handle, acct.signed_list(), invite)
         return self.call("POST", "/v1/accounts", acct.devices[0], body)
+
+    def publish(
+        self, acct: RawAccount, approver: DeviceKeys | None = None, *, version: int | None = None
+    ) -> httpx.Response:
+        """PUT the account's list with its current ``devices`` at ``version`` (default: the next
+        one), approved and signed for by ``approver`` (default: the first device); on success
+        the account's ``version`` follows."""
+        by = approver or acct.devices[0]
+        number = version or acct.version + 1
+        body = wire.DeviceListBody(acct.signed_list(version=number, approver=by))
+        response = self.call("PUT", f"/v1/accounts/{acct.handle}/devices", by, body)
+        if response.status_code == 200:
+            acct.version = number
+        return response
 
     def send_text(
         self,
@@ -100,11 +126,13 @@ class Api:
         targets = {k.device_id: k.enc_public for a in recipients.values() for k in a.devices}
         targets.update({k.device_id: k.enc_public for k in sender.devices if k is not device})
         sealed = seal_message(content, device, targets)
+        versions = {handle: acct.version for handle, acct in recipients.items()}
         body = wire.SendRequest(
             content.message_id.hex(),
             sorted(recipients),
             sealed.body,
             {d.hex(): key for d, key in sealed.wrapped_keys.items()},
+            {**versions, sender.handle: sender.version},
         )
         return self.call("POST", "/v1/messages", device, body)
 

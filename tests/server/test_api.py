@@ -33,6 +33,12 @@ def test_health_and_openapi(api: Api) -> None:
     assert doc["openapi"].startswith("3.1")
     assert "/v1/messages" in doc["paths"]
     assert "SendRequest" in doc["components"]["schemas"]
+    paths = doc["paths"]
+    assert paths["/v1/accounts/{handle}/devices/history"]["get"]["responses"]["200"]["content"]
+    assert "security" not in paths["/v1/accounts/{handle}/devices/history"]["get"]
+    assert paths["/v1/accounts/{handle}/recover"]["post"]["security"] == [{"deviceSignature": []}]
+    assert paths["/v1/devices"]["get"]["security"] == [{"deviceSignature": []}]
+    assert {"DeviceListHistory", "RecoverRequest", "DevicesSeen"} <= set(doc["components"]["schemas"])
 
 
 def test_unknown_route_and_method_are_json_errors(api: Api) -> None:
@@ -160,8 +166,7 @@ class TestAuthentication:
 class TestDeviceLists:
     def test_publish_adds_device(self, api: Api, alice: RawAccount) -> None:
         alice.devices.append(DeviceKeys.generate())
-        body = wire.DeviceListBody(alice.signed_list(version=2))
-        response = api.call("PUT", "/v1/accounts/alice/devices", alice.devices[0], body)
+        response = api.publish(alice)
         assert response.status_code == 200
         assert response.json() == {"handle": "alice", "version": 2}
         # the new device can now authenticate
@@ -250,6 +255,7 @@ class TestSend:
         details = response.json()["details"]
         assert details["missing"] == [bob.devices[1].device_id.hex()]
         assert details["stale"] == []
+        assert details["outdated"] == ["bob"]
         assert details["versions"]["bob"] == 2
         assert db(live_server) == before
 
@@ -261,12 +267,7 @@ class TestSend:
 
     def test_sender_other_devices_are_required(self, api: Api, alice: RawAccount, bob: RawAccount) -> None:
         alice.devices.append(DeviceKeys.generate())
-        api.call(
-            "PUT",
-            "/v1/accounts/alice/devices",
-            alice.devices[0],
-            wire.DeviceListBody(alice.signed_list(version=2)),
-        )
+        assert api.publish(alice).status_code == 200
         ok = api.send_text(alice, alice.devices[0], {"bob": bob}, "hi")
         assert ok.status_code == 201 and ok.json()["devices"] == 2
         queue = wire.decode(api.call("GET", "/v1/queue", alice.devices[1]).content, wire.QueueResponse)
@@ -335,15 +336,16 @@ def test_removed_device_loses_its_queue(
     api: Api, live_server: LiveServer, alice: RawAccount, bob: RawAccount
 ) -> None:
     bob.devices.append(DeviceKeys.generate())
-    api.call(
-        "PUT", "/v1/accounts/bob/devices", bob.devices[0], wire.DeviceListBody(bob.signed_list(version=2))
-    )
+    assert api.publish(bob).status_code == 200
     assert api.send_text(alice, alice.devices[0], {"bob": bob}, "x").status_code == 201
     removed = bob.devices.pop()
-    api.call(
-        "PUT", "/v1/accounts/bob/devices", bob.devices[0], wire.DeviceListBody(bob.signed_list(version=3))
-    )
-    assert_error(api.call("GET", "/v1/queue", removed), 401, "unauthenticated")
+    assert api.publish(bob).status_code == 200
+    response = api.call("GET", "/v1/queue", removed)
+    assert_error(response, 403, "device_removed")
+    assert response.json()["message"] == "this device was removed from account bob (device list version 3)"
+    details = response.json()["details"]
+    assert (details["handle"], details["version"]) == ("bob", 3)
+    assert abs(details["removed_at"] - time.time() * 1000) < 60_000
     assert len(db(live_server)["queue"]) == 1
 
 

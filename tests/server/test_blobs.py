@@ -104,8 +104,7 @@ def test_files_on_disk_are_named_only_by_the_blob_id(
 
 def test_another_device_of_the_account_may_resume(api: Api, alice: RawAccount) -> None:
     alice.devices.append(DeviceKeys.generate())
-    body = wire.DeviceListBody(alice.signed_list(version=2))
-    assert api.call("PUT", "/v1/accounts/alice/devices", alice.devices[0], body).status_code == 200
+    assert api.publish(alice).status_code == 200
     blob_id = new_blob(api, alice.devices[0], 4)
     assert api.patch_blob(alice.devices[0], blob_id, 0, b"ab").status_code == 200
     assert offset_of(api, alice.devices[1], blob_id) == 2

@@ -36,6 +36,8 @@ def add_toml(data_dir: Path, *lines: str) -> None:
 def test_the_file_alone(data_dir: Path) -> None:
     config = load_config(data_dir, {})
     assert (config.port, config.max_recipients, config.tls) == (9000, 10, False)
+    assert config.registration == "invite"  # closed unless the operator opens it
+    assert load_config(data_dir, {"MAILSLOT_REGISTRATION": "open"}).registration == "open"
     assert config == ServerConfig(data_dir=data_dir, port=9000, max_recipients=10, tls=False)
 
 
@@ -89,6 +91,7 @@ def test_booleans(data_dir: Path, text: str, value: bool) -> None:
         ("MAILSLOT_SWEEP_INTERVAL_S", "soon", "MAILSLOT_SWEEP_INTERVAL_S must be a finite number"),
         ("MAILSLOT_PORT", "70000", "port must be 0-65535"),  # parsed, then checked as in the file
         ("MAILSLOT_SQLITE_SYNCHRONOUS", "OFF", "sqlite_synchronous must be FULL or NORMAL"),
+        ("MAILSLOT_REGISTRATION", "closed", "registration must be 'invite' or 'open'"),
     ],
 )
 def test_bad_values_are_clear_errors(data_dir: Path, var: str, text: str, message: str) -> None:

@@ -222,6 +222,7 @@ def test_a_whole_exchange_logs_no_content_and_no_key(serve_process: tuple[str, P
         )
         wss = url.replace("https://", "wss://") + "/v1/ws"
         with connect(wss, ssl=tls_context(ca), additional_headers={"Authorization": sig.to_header()}) as ws:
+            assert wire.decode(ws.recv(timeout=5), wire.WsDevices).version == 1
             pushed = wire.decode(ws.recv(timeout=5), wire.WsDeliver).delivery
             assert pushed.body == delivery.body
             ws.send(wire.encode(wire.WsAck([pushed.message_id])).decode())

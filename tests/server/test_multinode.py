@@ -65,6 +65,7 @@ def relay_across(a: LiveServer, b: LiveServer, suffix: str) -> float:
         assert first.status_code == 201
         with ws_connect(a, bob.devices[0]) as ws:
             # The session is up and has sent what was queued; it now waits for a wake-up.
+            wire.decode(ws.recv(timeout=5), wire.WsDevices)
             assert (
                 wire.decode(ws.recv(timeout=5), wire.WsDeliver).delivery.message_id
                 == first.json()["message_id"]

@@ -28,6 +28,7 @@ def test_push_then_ack(api: Api, live_server: LiveServer, alice: RawAccount, bob
     queued = api.send_text(alice, alice.devices[0], {"bob": bob}, "before connect")
     assert queued.status_code == 201
     with ws_connect(live_server, bob.devices[0]) as ws:
+        assert wire.decode(ws.recv(timeout=5), wire.WsDevices).version == 1  # announced first
         first = wire.decode(ws.recv(timeout=5), wire.WsDeliver).delivery
         assert first.sender == "alice"
         live = api.send_text(alice, alice.devices[0], {"bob": bob}, "while connected")
@@ -41,6 +42,7 @@ def test_push_then_ack(api: Api, live_server: LiveServer, alice: RawAccount, bob
 
 def test_bad_frame_gets_error_frame(live_server: LiveServer, alice: RawAccount) -> None:
     with ws_connect(live_server, alice.devices[0]) as ws:
+        wire.decode(ws.recv(timeout=5), wire.WsDevices)
         ws.send('{"type": "ack", "message_ids": ["nothex"]}')
         frame = wire.decode(ws.recv(timeout=5), wire.WsError)
         assert frame.error == "bad_request"

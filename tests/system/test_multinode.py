@@ -97,8 +97,9 @@ class Node:
 
 
 def init_nodes(root: Path, names: list[str], **settings: object) -> list[Node]:
-    """``mailslot server init`` for every node (in parallel), then the shared settings, and node
-    A's certificate and key copied over the others' so that one CA file fits every node."""
+    """``mailslot server init`` for every node (in parallel), then the shared settings (with
+    registration open, so test accounts need no invite), and node A's certificate and key
+    copied over the others' so that one CA file fits every node."""
     nodes = [Node(name, root / name, free_port()) for name in names]
     inits = [
         subprocess.Popen(
@@ -113,7 +114,7 @@ def init_nodes(root: Path, names: list[str], **settings: object) -> list[Node]:
         assert init.returncode == 0, f"server init {node.name}: {err.decode(errors='replace')}"
     first = load_config(nodes[0].data_dir)
     for node in nodes:
-        config = load_config(node.data_dir).with_overrides(**settings)
+        config = load_config(node.data_dir).with_overrides(**{"registration": "open", **settings})
         write_config(config)
         if node is not nodes[0]:
             shutil.copy2(first.cert_path, config.cert_path)

@@ -1,13 +1,15 @@
 """`mailslot admin`: an operator's maintenance of a node's data, run on the server machine.
 
-Accounts (list, disable, enable), purging expired data now, and backups. Every command opens
-the configured database directly, so it works whether the server runs or not.
+Accounts (list, disable, enable), invites (create, list, revoke), purging expired data now,
+and backups. Every command opens the configured database directly, so it works whether the
+server runs or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,10 +23,12 @@ from rich.text import Text
 
 from mailslot.cli.output import Output, iso_time, safe
 from mailslot.cli.server_cmd import DATA_DIR
-from mailslot.errors import ConfigError
+from mailslot.errors import ConfigError, InputError, NotFoundError
 from mailslot.server.blobs import open_blob_store
 from mailslot.server.config import ServerConfig, load_config
+from mailslot.server.services.directory import INVITE_PREFIX, invite_hash, new_invite
 from mailslot.server.storage import Storage, open_storage
+from mailslot.server.storage.base import InviteRow
 
 T = TypeVar("T")
 
@@ -128,6 +132,150 @@ def disable(data_dir: Path, handle: str) -> None:
 def enable(data_dir: Path, handle: str) -> None:
     """Enable HANDLE again. Unknown handle: exit 3."""
     _set_disabled(data_dir, handle, False)
+
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+HASH_SHOWN = 12  # hex digits of an invite's hash shown by `invite list`; any unique prefix revokes it
+MIN_PREFIX = 6
+
+
+def parse_duration(text: str) -> int:
+    """A duration such as ``30m``, ``12h``, ``7d`` or ``2w`` (a bare number is seconds), in ms."""
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdw]?)\s*", text.lower())
+    if match is None or int(match[1]) == 0:
+        raise InputError(f"{text!r} is not a duration: use a positive number with s, m, h, d or w (e.g. 7d)")
+    return int(match[1]) * _UNITS_S[match[2] or "s"] * 1000
+
+
+def _invite_state(row: InviteRow, now_ms: int) -> str:
+    if row.uses_left < 1:
+        return "used up"
+    return "expired" if row.expires_at_ms <= now_ms else "valid"
+
+
+@admin.group("invite")
+def invite() -> None:
+    """Create, list and revoke invite tokens (registration needs one unless it is open)."""
+
+
+@invite.command("create")
+@DATA_DIR
+@click.option(
+    "--uses",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="How many accounts may register with the token.",
+)
+@click.option(
+    "--expires-in",
+    "expires_in",
+    default="7d",
+    show_default=True,
+    help="How long the token is valid: e.g. 30m, 12h, 7d, 2w.",
+)
+@click.option("--note", default="", help="A note for `invite list` (who it is for).")
+def create_invite(data_dir: Path, uses: int, expires_in: str, note: str) -> None:
+    """Create an invite token and print it. It is shown only this once: the server keeps only
+    its SHA-256."""
+    lifetime_ms = parse_duration(expires_in)
+    made = new_invite(int(time.time() * 1000), uses=uses, expires_in_ms=lifetime_ms, note=note)
+
+    async def job(_: ServerConfig, store: Storage) -> None:
+        await store.create_invite(made.row)
+
+    _with_store(data_dir, job)
+    row = made.row
+    value = {
+        "token": made.token,
+        "hash": row.token_hash.hex()[:HASH_SHOWN],
+        "uses": row.uses_left,
+        "expires": iso_time(row.expires_at_ms),
+        "note": row.note,
+    }
+    text = (
+        f"{made.token}\n"
+        f"invite for {row.uses_left} registration(s), valid until {iso_time(row.expires_at_ms)}"
+        f" (hash {value['hash']}); it is shown only once: give it to the person who registers\n"
+        f"(mailslot account register HANDLE --server URL --invite {made.token})"
+    )
+    _output().result(value, text)
+
+
+@invite.command("list")
+@DATA_DIR
+def list_invites(data_dir: Path) -> None:
+    """Every invite, newest first: hash prefix, uses left, expiry, state, note (never tokens)."""
+
+    async def job(_: ServerConfig, store: Storage) -> list[InviteRow]:
+        return await store.list_invites()
+
+    rows = _with_store(data_dir, job)
+    now = int(time.time() * 1000)
+    out = _output()
+    if out.mode == "json":
+        for row in rows:
+            out.json(
+                {
+                    "hash": row.token_hash.hex()[:HASH_SHOWN],
+                    "uses_left": row.uses_left,
+                    "created": iso_time(row.created_at_ms),
+                    "expires": iso_time(row.expires_at_ms),
+                    "state": _invite_state(row, now),
+                    "note": row.note,
+                }
+            )
+        return
+    table = Table(title=f"invites ({len(rows)})")
+    for column in ("hash", "uses left", "created", "expires", "state", "note"):
+        table.add_column(column)
+    for row in rows:
+        state = _invite_state(row, now)
+        table.add_row(
+            row.token_hash.hex()[:HASH_SHOWN],
+            str(row.uses_left),
+            iso_time(row.created_at_ms),
+            iso_time(row.expires_at_ms),
+            Text(state, style="green" if state == "valid" else "red"),
+            Text(safe(row.note)),
+        )
+    out.text(table)
+
+
+def _matching_invite(rows: list[InviteRow], given: str) -> bytes:
+    """The hash of the one invite that ``given`` (a token, or a prefix of a hash) names."""
+    given = given.strip()
+    if given.startswith(INVITE_PREFIX):
+        wanted = invite_hash(given)
+        found = [row.token_hash for row in rows if row.token_hash == wanted]
+    else:
+        prefix = given.lower()
+        if len(prefix) < MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", prefix):
+            raise InputError(
+                f"give the token or at least {MIN_PREFIX} hex digits of the hash from `invite list`"
+            )
+        found = [row.token_hash for row in rows if row.token_hash.hex().startswith(prefix)]
+    if not found:
+        raise NotFoundError(f"no invite matches {given[:HASH_SHOWN]!r}")
+    if len(found) > 1:
+        raise InputError(f"{len(found)} invites match {given!r}; give more digits of the hash")
+    return found[0]
+
+
+@invite.command("revoke")
+@DATA_DIR
+@click.argument("invite_id", metavar="HASH-PREFIX-OR-TOKEN")
+def revoke_invite(data_dir: Path, invite_id: str) -> None:
+    """Revoke an invite at once, named by its token or a unique prefix of its hash."""
+
+    async def job(_: ServerConfig, store: Storage) -> bytes:
+        token_hash = _matching_invite(await store.list_invites(), invite_id)
+        if not await store.revoke_invite(token_hash):
+            raise NotFoundError("the invite was revoked meanwhile")
+        return token_hash
+
+    shown = _with_store(data_dir, job).hex()[:HASH_SHOWN]
+    _output().result({"hash": shown, "revoked": True}, f"invite {shown} revoked")
 
 
 @admin.command("purge")

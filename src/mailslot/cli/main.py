@@ -2,11 +2,15 @@
 
 Every ``MailslotError`` a command raises becomes ONE line on standard error (``error: ...``)
 and the error's ``exit_code``; Ctrl-C exits 130. A traceback means a bug in mailslot, never a
-user's mistake.
+user's mistake. The client library's warnings (a dropped message, an attachment not saved)
+are ``warning: ...`` lines on standard error; its device-alert log lines are left out, because
+the commands show alerts themselves (``receive``, ``device alerts``).
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -17,15 +21,13 @@ import click
 
 from mailslot import __version__
 from mailslot.cli.account_cmd import account
-from mailslot.cli.admin_cmd import admin
 from mailslot.cli.attachment_cmd import attachment
-from mailslot.cli.demo_cmd import demo
 from mailslot.cli.device_cmd import device
 from mailslot.cli.identity_cmd import identity
 from mailslot.cli.message_cmd import history, receive, send
 from mailslot.cli.output import Mode, Output
-from mailslot.cli.server_cmd import serve, server
 from mailslot.client import Client
+from mailslot.client.alerts import ALERT_LOGGER
 from mailslot.client.models import TRUST_POLICIES, TrustPolicy
 from mailslot.errors import WIRE_CODES, ConfigError, InputError, MailslotError
 
@@ -93,22 +95,85 @@ def _read_passphrase_file(path: Path) -> bytes:
     return data
 
 
+# The operator's commands import the whole server; loaded only when named, so that the
+# client commands start quickly.
+_OPERATOR_COMMANDS = {
+    "server": ("mailslot.cli.server_cmd", "server"),
+    "serve": ("mailslot.cli.server_cmd", "serve"),
+    "admin": ("mailslot.cli.admin_cmd", "admin"),
+    "demo": ("mailslot.cli.demo_cmd", "demo"),
+}
+
+
 class MailslotGroup(click.Group):
-    """A group that turns mailslot errors and Ctrl-C into one line and an exit code."""
+    """A group that turns mailslot errors and Ctrl-C into one line and an exit code, and
+    loads the operator's commands on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_OPERATOR_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _OPERATOR_COMMANDS and cmd_name not in self.commands:
+            module, name = _OPERATOR_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MailslotError as exc:
-            click.echo(f"error: {_one_line(exc.message)}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, exc)
         except (KeyboardInterrupt, click.Abort):
             click.echo("error: interrupted", err=True)
             ctx.exit(INTERRUPTED)
+        except BaseExceptionGroup as group:
+            # Concurrent work (a task group) wraps what it raises; mailslot errors inside are
+            # still the user's one line (the first one: the rest followed from it).
+            first = _first_mailslot_error(group)
+            if first is None:
+                raise
+            _fail(ctx, first)
+
+
+def _fail(ctx: click.Context, exc: MailslotError) -> None:
+    click.echo(f"error: {_one_line(exc.message)}", err=True)
+    ctx.exit(exc.exit_code)
+
+
+def _first_mailslot_error(group: BaseExceptionGroup[BaseException]) -> MailslotError | None:
+    """The first mailslot error in ``group`` if it holds nothing else (else a bug: None)."""
+    matched, rest = group.split(MailslotError)
+    if matched is None or rest is not None:
+        return None
+    first: BaseException = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, MailslotError) else None
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+class _ClientWarnings(logging.Handler):
+    """The client library's warnings as ``warning: ...`` lines on the current standard error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == ALERT_LOGGER:
+            return  # shown by the commands as alerts, once, with their colours
+        click.echo(f"warning: {_one_line(record.getMessage())}", err=True)
+
+
+def _show_client_warnings() -> None:
+    logger = logging.getLogger("mailslot.client")
+    for old in [h for h in logger.handlers if isinstance(h, _ClientWarnings)]:
+        logger.removeHandler(old)
+    logger.addHandler(_ClientWarnings())
 
 
 @click.group(
@@ -154,6 +219,7 @@ def cli(
     trust_new_identities: TrustPolicy,
 ) -> None:
     """mailslot: end-to-end encrypted messaging between all your devices."""
+    _show_client_warnings()
     ctx.obj = Settings(home.expanduser(), Output(output), passphrase_file, trust_new_identities)
 
 
@@ -164,10 +230,6 @@ cli.add_command(receive)
 cli.add_command(history)
 cli.add_command(identity)
 cli.add_command(attachment)
-cli.add_command(server)
-cli.add_command(serve)
-cli.add_command(admin)
-cli.add_command(demo)
 
 
 def main() -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from mailslot.cli.output import attachment_json
-from mailslot.client import HistoryEntry, SentMessage
+from mailslot.cli.output import Output, attachment_json
+from mailslot.client import Client, HistoryEntry, SentMessage
 from mailslot.client.attachments import check_sources
-from mailslot.errors import InputError
+from mailslot.client.models import DeviceAlert
+from mailslot.errors import InputError, MailslotError
 from mailslot.protocol.identity import check_handle
 
 if TYPE_CHECKING:
@@ -100,18 +102,58 @@ def receive(settings: Settings, timeout: float | None, downloads: Path | None, n
 
     Attachments are downloaded, checked and decrypted into the downloads folder, under
     sanitised names that never overwrite a file; a long text arrives as ordinary text.
+    Changes to your account's devices, and to contacts' devices, are shown as they are found
+    (an ATTACK is a change no device of your account approved).
     """
     passphrase = settings.passphrase()
 
     async def run() -> None:
         async with settings.open_client(passphrase) as client:
-            with settings.output.transfers("download") as progress:
-                async for message in client.receive(
-                    timeout=timeout, download=not no_download, downloads=downloads, progress=progress
-                ):
-                    settings.output.message(message)
+            alerts = AlertPrinter(client, settings.output)
+            alerts.show_unseen()
+            try:
+                with settings.output.transfers("download") as progress:
+                    async for message in client.receive(
+                        timeout=timeout,
+                        download=not no_download,
+                        downloads=downloads,
+                        progress=progress,
+                        on_alert=alerts.show,
+                    ):
+                        settings.output.message(message)
+                        alerts.show_unseen()
+            except BaseException:
+                with contextlib.suppress(MailslotError):  # the error on its way matters more
+                    alerts.finish()
+                raise
+            alerts.finish()
 
     asyncio.run(run())
+
+
+class AlertPrinter:
+    """Prints each device alert once: those the client reports while receiving (``on_alert``)
+    and those recorded on the way (a contact's list refreshed for a message) or earlier by a
+    command that prints none (``send``); at the end every alert is marked seen."""
+
+    def __init__(self, client: Client, output: Output) -> None:
+        self._client = client
+        self._output = output
+        self._shown: set[int] = set()
+
+    def show(self, alert: DeviceAlert) -> None:
+        if alert.id not in self._shown:
+            self._shown.add(alert.id)
+            self._output.alert(alert)
+
+    def show_unseen(self) -> None:
+        for alert in self._client.alerts(unseen_only=True):
+            self.show(alert)
+
+    def finish(self) -> None:
+        """Show what is left, then mark everything seen (shown here, so not shown again)."""
+        self.show_unseen()
+        self._client.mark_alerts_seen()
 
 
 @click.command("history")

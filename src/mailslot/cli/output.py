@@ -6,6 +6,11 @@ cursor, recolour the terminal or fake other output, and rich markup is never int
 JSON output is plain ``json.dumps`` (which escapes control characters itself), flushed after
 each line so a pipe sees each object at once.
 
+Device alerts are printed as one highlighted line each: red ``ATTACK`` for a change of this
+account's device list that no device of the account approved, yellow ``ALERT`` for any other
+change to this account, a dim ``NOTICE`` for a contact's devices. In JSON every object a stream
+prints says what it is: ``"type": "message"`` or ``"type": "alert"``.
+
 Transfers (attachment uploads and downloads) draw a progress bar per file on standard error,
 only in text mode and only when standard error is a terminal: never in JSON mode or a pipe.
 """
@@ -21,8 +26,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
+from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -37,6 +43,7 @@ from rich.text import Text
 from mailslot.client import Attachment, Contact, HistoryEntry, Identity, ReceivedMessage
 from mailslot.client.attachments import ProgressFor
 from mailslot.client.blobs import Progress as OnProgress
+from mailslot.client.models import DeviceAlert, DeviceInfo
 from mailslot.protocol.device_list import DeviceList
 from mailslot.protocol.safety import format_code
 
@@ -59,6 +66,21 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def relative_time(ms: int | None, now_ms: int) -> str:
+    """How long before ``now_ms`` the moment ``ms`` was, coarsely: ``just now``, ``5 min ago``,
+    ``3 h ago``, ``12 days ago``; ``never`` for ``None``."""
+    if ms is None:
+        return "never"
+    seconds = (now_ms - ms) // 1000
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
 def safe(text: str) -> str:
     """``text`` with control and format characters (other than newline and tab) made visible."""
     return "".join(
@@ -77,7 +99,7 @@ class Output:
         click.echo(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
         sys.stdout.flush()
 
-    def text(self, value: str | Text | Table) -> None:
+    def text(self, value: RenderableType) -> None:
         self.console.print(value)
         self.console.file.flush()
 
@@ -141,9 +163,31 @@ class Output:
         else:
             self.text(device_table(device_list, this_device))
 
+    def own_devices(self, device_list: DeviceList, devices: Sequence[DeviceInfo], now_ms: int) -> None:
+        """This account's devices with when each was last seen (relative in text, ms in JSON)."""
+        if self.mode == "json":
+            self.json(own_devices_json(device_list, devices))
+        else:
+            self.text(own_devices_table(device_list, devices, now_ms))
+
+    def alert(self, alert: DeviceAlert) -> None:
+        """One device alert: a JSON line, or one highlighted line."""
+        if self.mode == "json":
+            self.json(alert_json(alert))
+        else:
+            self.text(alert_text(alert))
+
+    def recovery_code(self, code: str) -> None:
+        """The recovery code in a box that says it is shown only once (text mode only: in JSON
+        it is a field of the command's result)."""
+        if self.mode == "text":
+            self.console.print(recovery_panel(code), soft_wrap=False)  # wrapped inside the box
+            self.console.file.flush()
+
 
 def message_json(message: ReceivedMessage | HistoryEntry) -> dict[str, Any]:
     value: dict[str, Any] = {
+        "type": "message",
         "id": message.id,
         "from": message.sender,
         "from_device": message.sender_device,
@@ -282,3 +326,104 @@ def contact_table(contacts: Sequence[Contact]) -> Table:
         style = {"trusted-verified": "green", "blocked": "red", "untrusted": "yellow"}.get(c.trust, "")
         table.add_row(c.handle, c.fingerprint, Text(c.trust, style=style), iso_time(c.first_seen_ms))
     return table
+
+
+def own_devices_json(device_list: DeviceList, devices: Sequence[DeviceInfo]) -> dict[str, Any]:
+    """The device list object of ``device_list_json``, each device with raw times in ms too."""
+    return {
+        "handle": device_list.handle,
+        "version": device_list.version,
+        "account_key": device_list.account_key.hex(),
+        "devices": [
+            {
+                "id": d.device_id,
+                "name": d.name,
+                "created_at": iso_time(d.created_at),
+                "created_at_ms": d.created_at,
+                "last_seen_ms": d.last_seen,
+                "enc_key_fingerprint": d.enc_key_fingerprint,
+                "this_device": d.this_device,
+            }
+            for d in devices
+        ],
+    }
+
+
+def own_devices_table(device_list: DeviceList, devices: Sequence[DeviceInfo], now_ms: int) -> Table:
+    table = Table(title=f"{device_list.handle}: device list version {device_list.version}")
+    for column in ("name", "device id", "added", "last seen", ""):
+        table.add_column(column)
+    for d in devices:
+        marker = Text("this device", style="bold green") if d.this_device else Text("")
+        seen = relative_time(d.last_seen, now_ms)
+        table.add_row(Text(safe(d.name)), d.device_id, iso_time(d.created_at), seen, marker)
+    return table
+
+
+def alert_json(alert: DeviceAlert) -> dict[str, Any]:
+    """Every field of the alert, times as Unix ms (``at``: when the list was issued)."""
+    return {
+        "type": "alert",
+        "id": alert.id,
+        "handle": alert.handle,
+        "version": alert.version,
+        "at": alert.at,
+        "kind": alert.kind,
+        "device_id": alert.device_id,
+        "device_name": alert.device_name,
+        "approver_id": alert.approver_id,
+        "approver_name": alert.approver_name,
+        "attack": alert.attack,
+        "own": alert.own,
+        "seen": alert.seen,
+    }
+
+
+def _own_change(alert: DeviceAlert) -> str:
+    """What happened to this account's device list, in words (names made safe)."""
+    device = f"'{safe(alert.device_name)}' ({alert.device_id})"
+    match alert.kind:
+        case "added":
+            return f"device {device} was added to your account"
+        case "removed":
+            return f"device {device} was removed from your account"
+        case "renamed":
+            return f"device {alert.device_id} of your account was renamed to '{safe(alert.device_name)}'"
+        case "rekeyed":
+            return f"device {device} of your account got new keys"
+        case "recovered":
+            return f"your account was recovered with its recovery code: device {device} replaced all others"
+        case _:
+            return f"device {device} of your account: {alert.kind}"
+
+
+def alert_text(alert: DeviceAlert) -> Text:
+    """One line: ``ATTACK:`` (bold red) for an unapproved change to this account, ``ALERT:``
+    (yellow) for an approved one, ``NOTICE:`` (dim blue) for a contact's devices."""
+    if not alert.own:
+        verb = "renamed to" if alert.kind == "renamed" else alert.kind
+        line = f"NOTICE: {alert.handle}'s devices changed: {verb} '{safe(alert.device_name)}'"
+        return Text(line, style="dim blue")
+    when = iso_time(alert.at)
+    if alert.attack:
+        line = (
+            f"ATTACK: {_own_change(alert)}, approved by no device of your account "
+            f"(device list version {alert.version}, {when})"
+        )
+        return Text(line, style="bold red")
+    by = f"'{safe(alert.approver_name)}'" if alert.approver_name else f"device {alert.approver_id}"
+    line = f"ALERT: {_own_change(alert)} by {by} at {when} (device list version {alert.version})"
+    return Text(line, style="bold yellow")
+
+
+def recovery_panel(code: str) -> Panel:
+    """The recovery code, boxed, with what it is for and that it is never shown again."""
+    body = Text()
+    body.append("Your recovery code:\n\n", style="bold")
+    body.append(f"    {code}\n\n", style="bold yellow")
+    body.append(
+        "Write this down and keep it somewhere safe, away from your devices. It is shown only "
+        "once: mailslot does not store it. If you lose every device, `mailslot account recover` "
+        "with this code takes the account back."
+    )
+    return Panel(body, title="write this down; shown only once", border_style="yellow", expand=False)

@@ -40,7 +40,10 @@ def server() -> None:
 @click.option("--name", "names", multiple=True, help="Extra DNS name or IP for the certificate.")
 @click.option("--force", is_flag=True, help="Overwrite an existing configuration.")
 def init(data_dir: Path, host: str, port: int, names: tuple[str, ...], force: bool) -> None:
-    """Write DATA_DIR/config.toml and a self-signed TLS certificate in DATA_DIR/tls/."""
+    """Write DATA_DIR/config.toml and a self-signed TLS certificate in DATA_DIR/tls/.
+
+    Registration is by invite (`registration = "invite"`): accounts register with a token from
+    `mailslot admin invite create`."""
     if (data_dir / CONFIG_NAME).exists() and not force:
         raise ConfigError(f"{data_dir / CONFIG_NAME} exists; use --force to overwrite it")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +54,10 @@ def init(data_dir: Path, host: str, port: int, names: tuple[str, ...], force: bo
     click.echo(f"wrote {path}")
     click.echo(f"wrote {config.cert_path} (clients pass it with --ca)")
     click.echo(f"start it with: mailslot serve --data-dir {data_dir}")
+    click.echo(
+        f"registration needs an invite: make one with mailslot admin invite create --data-dir {data_dir}"
+        ' (or set registration = "open" in config.toml)'
+    )
 
 
 @click.command("serve")
@@ -90,6 +97,12 @@ def _output() -> Output:
     return Output("json" if mode == "json" else "text")
 
 
+def _registration(config: ServerConfig) -> str:
+    if config.registration == "open":
+        return "registration open to anyone who reaches the server"
+    return "registration by invite (mailslot admin invite create)"
+
+
 @server.command("check-config")
 @DATA_DIR
 def check_config(data_dir: Path) -> None:
@@ -108,7 +121,7 @@ def check_config(data_dir: Path) -> None:
         variables = environment_overrides()
         shown = f"; environment: {', '.join(variables)}" if variables else ""
         checks = [
-            preflight.Check("config", True, f"{data_dir / CONFIG_NAME}{shown}"),
+            preflight.Check("config", True, f"{data_dir / CONFIG_NAME}; {_registration(config)}{shown}"),
             *asyncio.run(preflight.run(config, datetime.now(UTC))),
         ]
     problems = [check for check in checks if not check.ok]

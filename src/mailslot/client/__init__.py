@@ -10,6 +10,8 @@ from mailslot.client.linking import PendingLink
 from mailslot.client.models import (
     Attachment,
     Contact,
+    DeviceAlert,
+    DeviceInfo,
     HistoryEntry,
     Identity,
     ReceivedMessage,
@@ -20,6 +22,8 @@ __all__ = [
     "Attachment",
     "Client",
     "Contact",
+    "DeviceAlert",
+    "DeviceInfo",
     "HistoryEntry",
     "Identity",
     "KdfParams",

@@ -12,17 +12,22 @@ A second device: ``pending = await Client.start_link(home2, server, ...)``; show
 ``pending.code``; on the first device ``await client.approve(code)``; then
 ``await pending.wait(300)`` returns the new device's ``Client``.
 
-The flows live in their own modules (``linking``, ``sending``, ``receiving``); this class holds
-the device's session and gives them one small public face.
+Lost every device? ``await Client.recover(home, server, handle, code, passphrase=...)`` with
+the recovery code shown at registration (``client.recovery_code``, shown once).
+
+The flows live in their own modules (``linking``, ``sending``, ``receiving``, ``devices``,
+``alerts``, ``rotation``, ``recovery``); this class holds the device's session and gives them
+one small public face.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+import functools
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 
-from mailslot.client import linking, trust
+from mailslot.client import alerts, devices, linking, recovery, rotation, trust
 from mailslot.client.attachments import ProgressFor, no_progress, save_bytes
 from mailslot.client.keystore import DeviceSecrets, KdfParams
 from mailslot.client.linking import PendingLink
@@ -30,6 +35,8 @@ from mailslot.client.models import (
     TRUST_POLICIES,
     Attachment,
     Contact,
+    DeviceAlert,
+    DeviceInfo,
     HistoryEntry,
     Identity,
     ReceivedMessage,
@@ -44,8 +51,11 @@ from mailslot.errors import InputError, NotFoundError
 from mailslot.protocol import wire
 from mailslot.protocol.device_list import DeviceList, DeviceRecord, sign_device_list
 from mailslot.protocol.identity import AccountKey, DeviceKeys, check_handle
+from mailslot.protocol.recovery import RecoverySecret
 
 DOWNLOADS_DIR = "downloads"
+
+AlertCallback = Callable[[DeviceAlert], None]
 
 
 class Client:
@@ -53,6 +63,11 @@ class Client:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        # Shown once: set only on the client that ``register`` (or ``recover``) returns.
+        self.recovery_code: str | None = None
+        # How old the encryption key may get before ``receive`` rotates it (``rotate_keys``).
+        self.rotation_interval_s: float = rotation.ROTATION_INTERVAL_S
+        session.transport.on_removed = functools.partial(alerts.explain_removal, session)
 
     # --- setting a device up -----------------------------------------------------------------
 
@@ -68,8 +83,13 @@ class Client:
         device_name: str = "primary",
         kdf: KdfParams | None = None,
         trust_new_identities: TrustPolicy = "on-first-use",
+        invite: str | None = None,
     ) -> Client:
         """Create account ``handle`` with this as its first device (device list version 1).
+
+        ``invite`` is the token a server that is not open for registration asks for
+        (``InviteRequired`` without one). The returned client's ``recovery_code`` is the
+        account's recovery code: show it once; it is not stored anywhere.
 
         Nothing is written to ``home`` until the server has accepted the account, so a taken
         handle or an unreachable server leaves no half-made device behind.
@@ -80,19 +100,24 @@ class Client:
         if not passphrase:
             raise InputError("the passphrase must not be empty")
         ca_pem = read_ca(ca)
-        keys, account = DeviceKeys.generate(), AccountKey.generate()
+        keys, account, recovery = DeviceKeys.generate(), AccountKey.generate(), RecoverySecret.generate()
         record = linking.new_record(keys, device_name)
-        device_list = DeviceList.build(handle, account.public, 1, record.created_at_ms, [record])
-        signed = sign_device_list(device_list, account)
+        device_list = DeviceList.build(
+            handle, account.public, 1, record.created_at_ms, [record],
+            approver=keys.device_id, recovery_key=recovery.key_for(handle).public,
+        )
+        signed = sign_device_list(device_list, account, keys)
         transport = Transport(normalize_server(server), keys, ca=ca)
         try:
             await transport.call(
                 "POST",
                 "/v1/accounts",
                 wire.AccountInfo,
-                body=wire.RegisterRequest(handle=handle, device_list=signed.to_bytes()),
+                body=wire.RegisterRequest(handle=handle, device_list=signed.to_bytes(), invite=invite),
             )
-            secrets = DeviceSecrets(handle, transport.server, device_name, keys, account)
+            secrets = DeviceSecrets(
+                handle, transport.server, device_name, keys, account, kem_created_ms=record.created_at_ms
+            )
             session = create_home(
                 home,
                 secrets,
@@ -107,7 +132,39 @@ class Client:
         except BaseException:
             await transport.aclose()
             raise
-        return cls(session)
+        client = cls(session)
+        client.recovery_code = recovery.code
+        return client
+
+    @classmethod
+    async def recover(
+        cls,
+        home: Path,
+        server: str,
+        handle: str,
+        code: str,
+        *,
+        passphrase: bytes,
+        ca: Path | None = None,
+        device_name: str = "primary",
+        kdf: KdfParams | None = None,
+        trust_new_identities: TrustPolicy = "on-first-use",
+    ) -> Client:
+        """Take account ``handle`` back with its recovery ``code``, onto a new device in ``home``.
+
+        The account gets a new account key and this device as its only one (every old device
+        is removed); ``recovery_code`` of the returned client is the NEW code (the old one no
+        longer works). A wrong code is ``RecoveryRefused``, before anything is sent. Contacts
+        see a changed key and must trust it again. See ``recovery``.
+        """
+        _check_policy(trust_new_identities)
+        session, new_code = await recovery.recover(
+            home, server, handle, code, passphrase=passphrase, ca=ca, device_name=device_name,
+            kdf=kdf, policy=trust_new_identities,
+        )
+        client = cls(session)
+        client.recovery_code = new_code
+        return client
 
     @classmethod
     async def start_link(
@@ -180,6 +237,40 @@ class Client:
         """The verified device list of ``handle`` (this account by default), fresh by default."""
         return await self._session.directory.get(handle or self.handle, refresh=refresh)
 
+    async def devices(self) -> list[DeviceInfo]:
+        """This account's devices (this one first), with when the server last saw each."""
+        return await devices.devices(self._session)
+
+    async def rename_device(self, name: str, device_id: str | None = None) -> DeviceRecord:
+        """Rename a device of this account (this one by default); its new record.
+        ``NotFoundError`` for an id the account does not list."""
+        return await devices.rename(self._session, name, device_id)
+
+    async def remove_device(self, device_id: str) -> DeviceRecord:
+        """Remove another device of this account at once (it receives nothing more and is told
+        ``DeviceRemoved``); the removed record. Not this device (``InputError``: run it on
+        another device), not an unknown one (``NotFoundError``)."""
+        return await devices.remove(self._session, device_id)
+
+    async def check_devices(self) -> list[DeviceAlert]:
+        """Check every change to this account's device list since the last check; record and
+        return the new alerts that need attention (see ``alerts``). ``DeviceRemoved`` if this
+        device was removed."""
+        return await alerts.check_devices(self._session)
+
+    def alerts(self, unseen_only: bool = True) -> list[DeviceAlert]:
+        """Recorded device alerts (own account and contact notices), oldest first."""
+        return self._session.store.alerts(unseen_only)
+
+    def mark_alerts_seen(self) -> int:
+        """Mark every alert seen; how many were not."""
+        return self._session.store.mark_alerts_seen()
+
+    async def rotate_keys(self, force: bool = False) -> bool:
+        """Replace this device's encryption key if it is older than ``rotation_interval_s`` (or
+        ``force``); whether it did. Old keys stay until their mail is read (``rotation``)."""
+        return await rotation.rotate(self._session, force=force, interval_s=self.rotation_interval_s)
+
     # --- contacts and trust --------------------------------------------------------------------
 
     @property
@@ -240,21 +331,40 @@ class Client:
         download: bool = False,
         downloads: Path | None = None,
         progress: ProgressFor | None = None,
+        on_alert: AlertCallback | None = None,
     ) -> AsyncGenerator[ReceivedMessage, None]:
         """Queued messages, then (if ``timeout`` > 0) new ones for ``timeout`` seconds.
 
         With ``download``, each message's files are saved into ``downloads`` (default
         ``default_downloads``) before it is yielded; the attachments say where, or why not.
+
+        First the own device list is checked (``check_devices``) and the encryption key
+        rotated if due (``rotate_keys``); the list is checked again whenever the server says
+        it changed. Each new alert that needs attention, and each contact notice, goes to
+        ``on_alert``.
         """
+        report: AlertCallback = on_alert or _ignore
+        await self._report(report)
+        await self.rotate_keys()
         folder = downloads or self.default_downloads
-        receiver = Receiver(self._session, Fetch(download, folder, progress or no_progress))
-        async with contextlib.aclosing(receiver.drain()) as queued:
-            async for message in queued:
-                yield message
-        if timeout is not None and timeout > 0:
-            async with contextlib.aclosing(receiver.stream(timeout)) as pushed:  # closes the socket
-                async for message in pushed:
+        fetch = Fetch(download, folder, progress or no_progress)
+        receiver = Receiver(self._session, fetch, on_devices=functools.partial(self._report, report))
+        directory = self._session.directory
+        directory.on_alert = on_alert
+        try:
+            async with contextlib.aclosing(receiver.drain()) as queued:
+                async for message in queued:
                     yield message
+            if timeout is not None and timeout > 0:
+                async with contextlib.aclosing(receiver.stream(timeout)) as pushed:  # closes the socket
+                    async for message in pushed:
+                        yield message
+        finally:
+            directory.on_alert = None
+
+    async def _report(self, report: AlertCallback) -> None:
+        for alert in await self.check_devices():
+            report(alert)
 
     async def fetch_attachment(
         self, attachment_id: str, *, downloads: Path | None = None, progress: ProgressFor | None = None
@@ -291,6 +401,10 @@ class Client:
     def history(self, handle: str | None = None) -> list[HistoryEntry]:
         """Stored messages, oldest first; with ``handle``, conversations that include it."""
         return self._session.store.history(check_handle(handle) if handle is not None else None)
+
+
+def _ignore(alert: DeviceAlert) -> None:
+    """The default ``on_alert``: alerts stay recorded for ``Client.alerts``."""
 
 
 def _check_policy(policy: str) -> TrustPolicy:

@@ -58,7 +58,11 @@ def _clean(name: str) -> str:
     name = unicodedata.normalize("NFC", name).replace("\\", "/").rpartition("/")[2]
     kept = (ch for ch in name if unicodedata.category(ch) not in _DROPPED_CATEGORIES)
     name = "".join("_" if ch in _WINDOWS_FORBIDDEN else ch for ch in kept)
-    return name.strip().lstrip(".").rstrip(". ")
+    # Repeat until stable: stripping the dots of ". x" uncovers a space that must go too.
+    trimmed = ""
+    while trimmed != name:
+        trimmed, name = name, name.strip().lstrip(".").rstrip(". ")
+    return name
 
 
 def _extension_for(media_type: str) -> str:

@@ -123,6 +123,7 @@ class PendingLink:
             self.record.name,
             self.keys,
             response.account_key,
+            kem_created_ms=self.record.created_at_ms,
         )
         return create_home(
             self.home,
@@ -203,14 +204,9 @@ async def _publish_with(session: Session, record: DeviceRecord) -> SignedDeviceL
     current = await session.directory.get(handle, refresh=True)
     if record.device_id in current.device_ids:
         return _already_listed(session, current, record)
-    new = DeviceList.build(
-        handle,
-        session.secrets.account.public,
-        current.version + 1,
-        now_ms(),
-        [*current.devices, record],
-    )
-    signed = sign_device_list(new, session.secrets.account)
+    own = session.secrets.device
+    new = current.successor([*current.devices, record], approver=own.device_id, issued_at_ms=now_ms())
+    signed = sign_device_list(new, session.secrets.account, own)
     await session.transport.call(
         "PUT",
         f"/v1/accounts/{handle}/devices",

@@ -145,3 +145,51 @@ class HistoryEntry:
             stored_at_ms=stored_at_ms,
             attachments=attachments,
         )
+
+
+# What a device alert is about (``alerts.py``): a device that came, went, was renamed or took
+# a new encryption key, or the account key itself replaced by a recovery.
+AlertKind = Literal["added", "removed", "renamed", "rekeyed", "recovered"]
+ALERT_KINDS: tuple[AlertKind, ...] = ("added", "removed", "renamed", "rekeyed", "recovered")
+
+
+@dataclass(frozen=True)
+class DeviceAlert:
+    """One change to a device list that this device noticed.
+
+    ``own``: a change to this account's devices (checked step by step: ``attack`` when no
+    device of the account approved it, or when someone else recovered the account), else a
+    contact's notice (a device came or went; never an attack, contacts have no approvals to
+    check). ``at`` is the list's ``issued_at_ms``; ids are hex. ``seen`` once the user was
+    told (``Client.mark_alerts_seen``); changes this device made itself start seen.
+    """
+
+    id: int
+    handle: str
+    version: int
+    at: int
+    kind: AlertKind
+    device_id: str
+    device_name: str
+    approver_id: str
+    approver_name: str
+    attack: bool
+    own: bool
+    seen: bool
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One device of this account as ``Client.devices`` shows it.
+
+    ``last_seen`` is when the server last saw the device (Unix ms, to the minute; ``None``:
+    never); ``enc_key_fingerprint`` a short name for its current encryption key, which
+    changes with each key rotation.
+    """
+
+    device_id: str
+    name: str
+    created_at: int
+    last_seen: int | None
+    enc_key_fingerprint: str
+    this_device: bool

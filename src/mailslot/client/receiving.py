@@ -13,9 +13,10 @@ Each delivery ends in one of three ways:
   nothing, and the message is never yielded;
 * held, not acknowledged: the sender's device list could not be trusted right now (its account
   key changed, it is pinned but not trusted yet under the ``never`` policy, the list does not
-  verify or was rolled back, the account is unknown). The message stays queued on the server
-  for a later attempt (or a later trust decision), and a warning says why; dropping it would
-  lose mail over a fault that is not the sender's.
+  verify or was rolled back, the account is unknown; or, for this account's own devices, the
+  list the alert walk checked has a change no device approved: ``alerts.own_list``). The
+  message stays queued on the server for a later attempt (or a later trust decision), and a
+  warning says why; dropping it would lose mail over a fault that is not the sender's.
 
 Network and server failures propagate: nothing is acknowledged that was not processed.
 
@@ -36,7 +37,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from mailslot import errors
+from mailslot.client import rotation
 from mailslot.client.attachments import ProgressFor, no_progress, read_long_text, save
 from mailslot.client.models import Attachment, HistoryEntry, ReceivedMessage
 from mailslot.client.session import Session
@@ -62,12 +64,13 @@ from mailslot.errors import (
 )
 from mailslot.protocol import wire
 from mailslot.protocol.device_list import DeviceList
-from mailslot.protocol.identity import check_handle, parse_device_id, parse_message_id
+from mailslot.protocol.identity import DeviceKeys, check_handle, parse_device_id, parse_message_id
 from mailslot.protocol.message import Content, Envelope, open_message
 
 log = logging.getLogger("mailslot.client")
 
 PAGE_SIZE = 100
+DECRYPT_FAILED = "decryption or decoding failed"  # protocol.message's reason for a wrong key
 RECONNECT_DELAY = 1.0
 
 
@@ -91,13 +94,23 @@ class Fetch:
 class Receiver:
     """Turns the server's deliveries into verified, stored, acknowledged messages."""
 
-    def __init__(self, session: Session, fetch: Fetch | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        fetch: Fetch | None = None,
+        on_devices: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._session = session
         self._fetch = fetch or Fetch()
+        self._on_devices = on_devices  # the own device list changed (a ``devices`` frame)
 
     async def drain(self) -> AsyncGenerator[ReceivedMessage, None]:
-        """Everything queued now, page by page over HTTP (``after`` paging until not ``more``)."""
-        after = 0
+        """Everything queued now, page by page over HTTP (``after`` paging until not ``more``).
+
+        A drain that ends with nothing left queued (nothing held) lets retired encryption
+        keys go (``rotation.prune``): what was sealed to them before it started is read.
+        """
+        started, held, after = now_ms(), False, 0
         while True:
             page = await self._session.transport.call(
                 "GET",
@@ -110,6 +123,7 @@ class Receiver:
                 try:
                     message = await self._process(delivery)
                 except _Hold:
+                    held = True
                     continue
                 failed = await _attempt(self._ack_http(delivery.message_id))
                 if message is not None:
@@ -117,6 +131,8 @@ class Receiver:
                 if failed is not None:
                     raise failed
             if not page.more or not page.messages:
+                if not held:
+                    rotation.prune(self._session, now_ms(), drained_from=started)
                 return
 
     async def stream(self, seconds: float) -> AsyncGenerator[ReceivedMessage, None]:
@@ -149,7 +165,11 @@ class Receiver:
                 return
             frame = _parse_frame(raw)
             if isinstance(frame, wire.WsError):
-                raise errors.from_wire(400, {"error": frame.error, "message": frame.message})
+                error = errors.from_wire(400, {"error": frame.error, "message": frame.message})
+                raise await self._session.transport.refused(error)
+            if isinstance(frame, wire.WsDevices) and self._on_devices is not None:
+                await self._on_devices()
+                continue
             if not isinstance(frame, wire.WsDeliver):
                 continue
             try:
@@ -183,9 +203,8 @@ class Receiver:
             return None
         sender_list = await self._sender_list(envelope)
         try:
-            content = open_message(
-                self._session.secrets.device, self._session.secrets.handle, envelope, sender_list
-            )
+            secrets = self._session.secrets
+            content = _open(secrets.decryption_keys(), secrets.handle, envelope, sender_list)
             _text_of(content)
         except MessageRejected as exc:
             log.warning("dropped message %s from %s: %s", delivery.message_id, delivery.sender, exc.reason)
@@ -285,6 +304,24 @@ async def download_attachment(
         return dataclasses.replace(stored, error=exc.message).public()
     session.store.set_attachment_result(attachment_id, path, None)
     return dataclasses.replace(stored, path=path, error=None).public()
+
+
+def _open(keys: list[DeviceKeys], handle: str, envelope: Envelope, sender_list: DeviceList) -> Content:
+    """Open with the first key that decrypts (current, pending, retired: see ``rotation``).
+
+    Only a failure to decrypt moves on to the next key; a message that decrypts and then
+    fails a check is rejected with that reason, whatever other keys might do.
+    """
+    first: MessageRejected | None = None
+    for keys_ in keys:
+        try:
+            return open_message(keys_, handle, envelope, sender_list)
+        except MessageRejected as exc:
+            if not exc.reason.startswith(DECRYPT_FAILED):
+                raise
+            first = first or exc
+    assert first is not None
+    raise first
 
 
 def _envelope(delivery: wire.Delivery) -> Envelope:

@@ -17,6 +17,12 @@ device the server names but no verified list contains is never encrypted to: tha
 the ghost device the signed lists exist to keep out, and the send fails instead, with a
 ``VerificationError`` naming the device, as soon as a freshly verified list still lacks it.
 
+This account's own list is the one the alert walk checked (``alerts.own_list``): while a change
+that no device of the account approved is in force (a device added, or a key set, by whoever
+holds a stolen account key), every send fails with a ``VerificationError`` that names the
+change and the fix, as soon as the walk reaches that change (at the latest when the server
+refuses the send as sealed under an older list), and nothing is ever sealed to such a device.
+
 Trust comes first: every recipient's key must be pinned and trusted (``trust.check_sendable``:
 not ``untrusted``, not ``blocked``, and not changed since it was pinned, which the directory
 reports as ``KeyChanged``) before anything is uploaded or sealed.
@@ -184,6 +190,7 @@ async def _deliver(
             recipients=others,
             body=sealed.body,
             keys={device.hex(): key for device, key in sealed.wrapped_keys.items()},
+            versions={h: session.directory.cached_version(h) or 0 for h in involved},
         )
         try:
             return await _post(session, request)

@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailslot.client import alerts
 from mailslot.client.directory import Directory
-from mailslot.client.keystore import DeviceSecrets, KdfParams, Keystore, write_private
+from mailslot.client.keystore import DeviceSecrets, KdfParams, Keystore, SealingKey, write_private
 from mailslot.client.models import TrustPolicy
 from mailslot.client.store import Store
 from mailslot.client.transport import Transport, now_ms
-from mailslot.errors import ConfigError
+from mailslot.errors import ConfigError, DeviceRemoved
 from mailslot.protocol.device_list import DeviceList, SignedDeviceList
 
 CA_FILENAME = "server-ca.pem"
@@ -37,6 +38,19 @@ class Session:
     store: Store
     transport: Transport
     directory: Directory
+    sealing: SealingKey  # rewrites the keystore (key rotation, rename) without the passphrase
+
+    def __post_init__(self) -> None:
+        # The own account's list is the one the alert walk checked (``alerts.own_list``).
+        async def own_lists(*, refresh: bool, checked: bool) -> DeviceList:
+            return await alerts.own_list(self, refresh=refresh, checked=checked)
+
+        self.directory.own_lists = own_lists
+
+    def save_secrets(self, secrets: DeviceSecrets) -> None:
+        """Write ``secrets`` to the keystore (durably), then use them."""
+        Keystore(self.home).write(secrets, self.sealing)
+        self.secrets = secrets
 
     async def aclose(self) -> None:
         try:
@@ -75,30 +89,35 @@ def create_home(
 ) -> Session:
     """Write keystore, CA copy and store for a device the server has just accepted."""
     ensure_new_home(home)
-    Keystore(home).save(secrets, passphrase, kdf)
+    sealing = Keystore(home).save(secrets, passphrase, kdf)
     if ca_pem is not None:
         write_private(home / CA_FILENAME, ca_pem)
     store = Store.open(home)
     try:
         store.pin(secrets.handle, secrets.account.public, now_ms(), "trusted-verified")
-        directory = Directory(transport, store, policy)
+        directory = Directory(transport, store, policy, own=secrets.handle)
         directory.remember(signed, device_list)
+        store.record_step(secrets.handle, device_list.version, signed.to_bytes())  # alerts start here
     except BaseException:
         store.close()
         raise
-    return Session(home, secrets, store, transport, directory)
+    return Session(home, secrets, store, transport, directory, sealing)
 
 
 def open_session(home: Path, passphrase: bytes, policy: TrustPolicy = "on-first-use") -> Session:
     """Unlock the keystore in ``home`` and open the store and a transport for it."""
-    secrets = Keystore(home).load(passphrase)
+    secrets, sealing = Keystore(home).unlock(passphrase)
     ca_path = home / CA_FILENAME
     store = Store.open(home)
     try:
         store.pin(secrets.handle, secrets.account.public, now_ms(), "trusted-verified")
         ca = ca_path if ca_path.exists() else None
         transport = Transport(secrets.server, secrets.device, ca=ca)
+        removal = store.removal()
+        if removal is not None:
+            transport.removed = DeviceRemoved(removal[0], details=removal[1])
     except BaseException:
         store.close()
         raise
-    return Session(home, secrets, store, transport, Directory(transport, store, policy))
+    directory = Directory(transport, store, policy, own=secrets.handle)
+    return Session(home, secrets, store, transport, directory, sealing)

@@ -12,6 +12,8 @@ that guard against a lying server live here, next to the data they protect:
   different list under the same version (a server showing two faces);
 * de-duplication: a received message id is recorded together with its history row, in one
   transaction, so a redelivered message is recognised even after a crash;
+* device alerts: the last own list whose every step was checked (``alerts.py``) advances
+  together with the alerts of that step, in one transaction;
 * attachments: each message's attachment references (blob address, key, hash, sizes, name,
   media type, thumbnail) are stored with it, in the same transaction, so that a file can be
   fetched again while its blob lives; the key is as private as the message text beside it.
@@ -23,6 +25,8 @@ The schema version is ``PRAGMA user_version``, raised one numbered migration at 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -30,7 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailslot.client.models import TRUST_LEVELS, Attachment, Contact, HistoryEntry, TrustLevel
+from mailslot.client.models import (
+    TRUST_LEVELS,
+    Attachment,
+    Contact,
+    DeviceAlert,
+    HistoryEntry,
+    TrustLevel,
+)
 from mailslot.errors import ConfigError, InputError, KeyChanged, SchemaTooNew, VerificationError
 from mailslot.protocol.attachment import AttachmentRef
 from mailslot.protocol.safety import fingerprint
@@ -94,8 +105,39 @@ ALTER TABLE contacts ADD COLUMN trust TEXT NOT NULL DEFAULT 'trusted-unverified'
     CHECK (trust IN ('untrusted', 'trusted-unverified', 'trusted-verified', 'blocked'))
 """
 
+# Device alerts (``alerts.py``); the last own list whose every step was checked (kept apart
+# from ``device_lists``, which any refresh advances); and, once the server said so, that this
+# device was removed (a single row).
+_SCHEMA_4 = """
+CREATE TABLE device_alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    handle TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('added', 'removed', 'renamed', 'rekeyed', 'recovered')),
+    device_id TEXT NOT NULL,
+    device_name TEXT NOT NULL,
+    approver_id TEXT NOT NULL,
+    approver_name TEXT NOT NULL,
+    attack INTEGER NOT NULL,
+    own INTEGER NOT NULL,
+    seen INTEGER NOT NULL,
+    UNIQUE (handle, version, kind, device_id, own)
+);
+CREATE TABLE list_checkpoints (
+    handle TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    signed BLOB NOT NULL
+);
+CREATE TABLE removal (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    message TEXT NOT NULL,
+    details TEXT NOT NULL
+)
+"""
+
 # Migration n brings a database from schema n - 1 to n; version 0 is an empty file.
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_1, 2: _SCHEMA_2, 3: _SCHEMA_3}
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_1, 2: _SCHEMA_2, 3: _SCHEMA_3, 4: _SCHEMA_4}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 _SELECT_ATTACHMENTS = (
@@ -356,7 +398,94 @@ class Store:
         )
 
 
+    # --- device alerts, the checked own list, removal --------------------------------------
+
+    def checkpoint(self, handle: str) -> tuple[int, bytes] | None:
+        """The (version, signed bytes) of the last list of ``handle`` whose steps were checked."""
+        row = self._conn.execute(
+            "SELECT version, signed FROM list_checkpoints WHERE handle = ?", (handle,)
+        ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def record_step(
+        self, handle: str, version: int, signed: bytes, alerts: Sequence[DeviceAlert] = ()
+    ) -> list[DeviceAlert]:
+        """Advance the checkpoint of ``handle`` to ``version`` and record the alerts of that
+        step, in one transaction (so a crash neither loses nor repeats them); returns the
+        alerts with their ids. A checkpoint never moves back."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT version FROM list_checkpoints WHERE handle = ?", (handle,)).fetchone()
+            if row is not None and int(row[0]) >= version:
+                return []
+            conn.execute(
+                "INSERT INTO list_checkpoints (handle, version, signed) VALUES (?, ?, ?) "
+                "ON CONFLICT (handle) DO UPDATE SET version = excluded.version, signed = excluded.signed",
+                (handle, version, signed),
+            )
+            return _insert_alerts(conn, alerts)
+
+    def add_alerts(self, alerts: Sequence[DeviceAlert]) -> list[DeviceAlert]:
+        """Record alerts (contact notices); one already recorded is skipped. Returns the new ones."""
+        with self._tx() as conn:
+            return _insert_alerts(conn, alerts)
+
+    def alerts(self, unseen_only: bool = True) -> list[DeviceAlert]:
+        """Recorded alerts, oldest first."""
+        query = _SELECT_ALERTS + (" WHERE seen = 0" if unseen_only else "") + " ORDER BY id"
+        return [_alert(row) for row in self._conn.execute(query)]
+
+    def mark_alerts_seen(self) -> int:
+        """Mark every alert seen; returns how many were not."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE device_alerts SET seen = 1 WHERE seen = 0").rowcount
+
+    def removal(self) -> tuple[str, dict[str, Any]] | None:
+        """The message and details of this device's removal, once recorded."""
+        row = self._conn.execute("SELECT message, details FROM removal WHERE id = 1").fetchone()
+        return (str(row[0]), json.loads(row[1])) if row else None
+
+    def set_removal(self, message: str, details: dict[str, Any]) -> None:
+        """Record that this device was removed (the best explanation found so far)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO removal (id, message, details) VALUES (1, ?, ?) ON CONFLICT (id) "
+                "DO UPDATE SET message = excluded.message, details = excluded.details",
+                (message, json.dumps(details, sort_keys=True)),
+            )
+
+
 _SELECT_CONTACTS = "SELECT handle, account_key, trust, first_seen_ms FROM contacts"
+_SELECT_ALERTS = (
+    "SELECT id, handle, version, at_ms, kind, device_id, device_name, approver_id, approver_name, "
+    "attack, own, seen FROM device_alerts"
+)
+_INSERT_ALERT = (
+    "INSERT OR IGNORE INTO device_alerts (handle, version, at_ms, kind, device_id, device_name, "
+    "approver_id, approver_name, attack, own, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_alerts(conn: sqlite3.Connection, alerts: Sequence[DeviceAlert]) -> list[DeviceAlert]:
+    added: list[DeviceAlert] = []
+    for a in alerts:
+        cursor = conn.execute(
+            _INSERT_ALERT,
+            (
+                a.handle, a.version, a.at, a.kind, a.device_id, a.device_name, a.approver_id,
+                a.approver_name, int(a.attack), int(a.own), int(a.seen),
+            ),
+        )
+        if cursor.rowcount == 1 and cursor.lastrowid is not None:
+            added.append(dataclasses.replace(a, id=cursor.lastrowid))
+    return added
+
+
+def _alert(row: tuple[Any, ...]) -> DeviceAlert:
+    alert_id, handle, version, at, kind, device, name, approver, approver_name, attack, own, seen = row
+    return DeviceAlert(
+        int(alert_id), str(handle), int(version), int(at), kind, str(device), str(name),
+        str(approver), str(approver_name), bool(attack), bool(own), bool(seen),
+    )
 
 
 def _contact(row: tuple[Any, ...]) -> Contact:

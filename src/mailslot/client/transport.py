@@ -9,13 +9,18 @@ server's self-signed certificate), otherwise the system's trust store is used.
 The signature (``protocol.auth``) covers the method, the target exactly as sent (path with
 query) and the SHA-256 of the exact body bytes sent, so the body is encoded once, signed, and
 those same bytes go on the wire.
+
+A device the server says was removed (``DeviceRemoved``) is told so once: ``on_removed`` turns
+the server's refusal into the error to raise (``alerts.explain_removal`` names who removed the
+device and when) and ``removed`` then makes every later signed request fail at once, without
+asking the server again.
 """
 
 from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from mailslot import errors
-from mailslot.errors import InputError, NetworkError, ServerError
+from mailslot.errors import DeviceRemoved, InputError, NetworkError, ServerError
 from mailslot.protocol import auth, crypto, wire
 from mailslot.protocol.identity import DeviceKeys
 
@@ -78,6 +83,23 @@ class Transport:
         self._ssl = tls_context(ca)
         self._prefix = urlsplit(self.server).path
         self._http = httpx.AsyncClient(verify=self._ssl, timeout=timeout)
+        # Set once the server said this device was removed: signed requests then fail at once.
+        self.removed: DeviceRemoved | None = None
+        self.on_removed: Callable[[DeviceRemoved], Awaitable[DeviceRemoved]] | None = None
+
+    def check_not_removed(self) -> None:
+        """Fail fast, with the recorded explanation, if this device was removed."""
+        if self.removed is not None:
+            raise DeviceRemoved(self.removed.message, details=dict(self.removed.details))
+
+    async def refused(self, error: errors.MailslotError) -> errors.MailslotError:
+        """The error to raise for a server refusal: a removal is explained and remembered."""
+        if not isinstance(error, DeviceRemoved):
+            return error
+        if self.on_removed is not None:
+            error = await self.on_removed(error)
+        self.removed = error
+        return DeviceRemoved(error.message, details=dict(error.details))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -117,6 +139,8 @@ class Transport:
         ``Content-Type`` the caller gives in ``headers``); either way the signature covers
         the SHA-256 of exactly the bytes sent.
         """
+        if signed:
+            self.check_not_removed()
         target = self._prefix + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": "application/json", **(headers or {})}
         if body is not None:
@@ -138,7 +162,7 @@ class Transport:
         except httpx.HTTPError as exc:
             raise NetworkError(f"cannot reach {url}: {_describe(exc)}") from exc
         if response.status_code >= 400:
-            raise _error_from(response.status_code, response.content)
+            raise await self.refused(_error_from(response.status_code, response.content))
         return _decode_response(response.content, kind)
 
     async def download(self, path: str, *, start: int, sink: Callable[[bytes], None]) -> None:
@@ -171,6 +195,7 @@ class Transport:
     @asynccontextmanager
     async def websocket(self) -> AsyncIterator[ClientConnection]:
         """The device's signed WebSocket (``GET /v1/ws``, empty body)."""
+        self.check_not_removed()
         target = self._prefix + "/v1/ws"
         url = "wss://" + self.server.removeprefix("https://").removesuffix(self._prefix) + target
         headers = {"Authorization": self._authorization("GET", target, b"")}
@@ -183,7 +208,8 @@ class Transport:
                 open_timeout=DEFAULT_TIMEOUT,
             )
         except InvalidStatus as exc:
-            raise _error_from(exc.response.status_code, bytes(exc.response.body or b"")) from exc
+            error = _error_from(exc.response.status_code, bytes(exc.response.body or b""))
+            raise await self.refused(error) from exc
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise NetworkError(f"cannot open the WebSocket {url}: {_describe(exc)}") from exc
         try:

@@ -23,6 +23,15 @@ class Wire(msgspec.Struct, forbid_unknown_fields=True):
 class RegisterRequest(Wire):
     handle: str
     device_list: bytes  # SignedDeviceList, version 1, holding the registering device
+    invite: str | None = None  # required unless the server's registration is "open"
+
+
+class RecoverRequest(Wire):
+    """Replace a lost account key: the next list version under a new account key, and the
+    recovery claim signed with the recovery key the current list commits to."""
+
+    device_list: bytes  # SignedDeviceList, version current + 1
+    signature: bytes  # protocol.recovery.claim_bytes signed by the recovery key
 
 
 class AccountInfo(Wire):
@@ -40,11 +49,32 @@ class DeviceListResponse(Wire):
     device_list: bytes
 
 
+class DeviceListHistory(Wire):
+    """Every published version of an account's list after ``after``, oldest first, at most a
+    page; ``more`` says that another page follows."""
+
+    handle: str
+    lists: list[bytes]  # SignedDeviceList bytes, consecutive versions
+    more: bool
+
+
+class DeviceSeen(Wire):
+    device_id: str
+    last_seen: int | None  # Unix ms of the device's last authenticated request, to a minute
+
+
+class DevicesSeen(Wire):
+    devices: list[DeviceSeen]
+
+
 class SendRequest(Wire):
     message_id: str
     recipients: list[str]
     body: bytes
     keys: dict[str, bytes]  # recipient device id (hex) -> HPKE-wrapped content key
+    # handle -> device list version the keys were sealed under, for every recipient and the
+    # sender's own account; an older version than the server's is a device_mismatch
+    versions: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class SendResponse(Wire):
@@ -125,7 +155,13 @@ class WsError(Wire, tag="error", tag_field="type"):
     message: str
 
 
-WsServerFrame = WsDeliver | WsAcked | WsError
+class WsDevices(Wire, tag="devices", tag_field="type"):
+    """The device list of this device's account changed; fetch its history to see how."""
+
+    version: int
+
+
+WsServerFrame = WsDeliver | WsAcked | WsError | WsDevices
 WsClientFrame = WsAck
 
 _encoder = msgspec.json.Encoder()

@@ -1,5 +1,5 @@
 """The ASGI application: routes, error rendering, and the node's lifespan (storage, blob store,
-sweeper)."""
+sweeper, last-seen writer)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from mailslot.server.storage.base import Storage
 from mailslot.server.ws import websocket_endpoint
 
 log = logging.getLogger("mailslot.server")
+SEEN_FLUSH_S = 5.0  # how often the devices this node saw are written (each at most once a minute)
 
 
 async def _mailslot_error(request: Request, exc: Exception) -> Response:
@@ -68,6 +69,27 @@ async def sweep_forever(node: Node) -> None:
             log.exception("sweeper failed; retrying at the next interval")
 
 
+async def flush_seen_forever(node: Node) -> None:
+    """Write the devices this node authenticated lately (``authn.LastSeen``), every
+    ``SEEN_FLUSH_S``; last-seen times are informative, so a failure only logs."""
+    while True:
+        await asyncio.sleep(SEEN_FLUSH_S)
+        await _flush_seen(node)
+
+
+async def _flush_seen(node: Node) -> None:
+    try:
+        await node.authn.last_seen.flush(node.now_ms())
+    except Exception:
+        log.exception("writing last-seen times failed; retrying at the next interval")
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(
     config: ServerConfig, store: Storage | None = None, blob_store: BlobStore | None = None
 ) -> Starlette:
@@ -88,12 +110,13 @@ def create_app(
             node = Node(config, storage, blobs, bus=bus, metrics=metrics)
             app.state.node = node
             sweeper = asyncio.create_task(sweep_forever(node))
+            flusher = asyncio.create_task(flush_seen_forever(node))
             try:
                 yield
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                await _stop(sweeper)
+                await _stop(flusher)
+                await _flush_seen(node)
                 await bus.close()
                 await blobs.close()
         finally:

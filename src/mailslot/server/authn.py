@@ -3,7 +3,13 @@
 Checked, in order: the header parses; the device exists and its account is not disabled; the
 timestamp is within the freshness window; the signature covers this method, target and body;
 the nonce was not used before within the window (replay). Any failure is a 401 that does not
-say which check failed beyond a short reason.
+say which check failed beyond a short reason, with one exception: a device that a published
+list removed gets 403 ``device_removed`` naming the account and the list version that removed
+it, so its owner learns why it stopped working. That is said before the signature is checked;
+it reveals nothing, since every version of every account's list is public (the history).
+
+Every successful check also notes the device as seen (``LastSeen``); those times reach storage
+in batches, at most once a minute per device, never as a write per request.
 
 A body streamed rather than read whole (a blob upload piece) is checked in two steps:
 ``signer`` runs every check that needs no body before the first byte is stored, and
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from mailslot.errors import AuthenticationError
+from mailslot.errors import AuthenticationError, DeviceRemoved
 from mailslot.protocol.auth import (
     FRESHNESS_MS,
     RequestSignature,
@@ -22,7 +28,57 @@ from mailslot.protocol.auth import (
     verify_request,
     verify_request_digest,
 )
-from mailslot.server.storage.base import DeviceRow, Storage
+from mailslot.server.storage.base import DeviceRow, RemovedDevice, Storage
+
+SEEN_RESOLUTION_MS = 60_000  # a device's stored last_seen moves at most this often
+
+
+def removal_error(removed: RemovedDevice) -> DeviceRemoved:
+    """The 403 a removed device gets, on any request and on the WebSocket."""
+    return DeviceRemoved(
+        f"this device was removed from account {removed.handle} (device list version {removed.version})",
+        details={"handle": removed.handle, "version": removed.version, "removed_at": removed.removed_at_ms},
+    )
+
+
+class LastSeen:
+    """When this node last authenticated each device, written to storage in batches.
+
+    ``seen`` only touches memory. A device is queued for writing when this node has not
+    written it within ``SEEN_RESOLUTION_MS``; ``flush`` (called every few seconds by the app,
+    and at shutdown) writes the queue in one ``touch_devices`` transaction. So a busy device
+    costs one write a minute per node, and stored times are at most about a minute old.
+    """
+
+    def __init__(self, store: Storage, resolution_ms: int = SEEN_RESOLUTION_MS) -> None:
+        self._store = store
+        self._resolution_ms = resolution_ms
+        self._written: dict[bytes, int] = {}  # device -> the time last written, within resolution
+        self._pending: dict[bytes, int] = {}  # device -> latest time not yet written
+
+    def seen(self, device_id: bytes, now_ms: int) -> None:
+        written = self._written.get(device_id)
+        if written is None or now_ms - written >= self._resolution_ms or device_id in self._pending:
+            self._pending[device_id] = now_ms
+
+    def recent(self) -> dict[bytes, int]:
+        """The latest time this node saw each device it saw lately (written or not)."""
+        return self._written | self._pending
+
+    async def flush(self, now_ms: int) -> int:
+        """Write the queued times; how many. On a storage failure they stay queued."""
+        self._written = {d: t for d, t in self._written.items() if now_ms - t < self._resolution_ms}
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, {}
+        try:
+            await self._store.touch_devices(batch)
+        except Exception:
+            for device_id, at in batch.items():
+                self._pending[device_id] = max(at, self._pending.get(device_id, at))
+            raise
+        self._written.update(batch)
+        return len(batch)
 
 
 class ReplayCache:
@@ -53,9 +109,10 @@ class ReplayCache:
 
 
 class Authenticator:
-    def __init__(self, store: Storage) -> None:
+    def __init__(self, store: Storage, last_seen: LastSeen | None = None) -> None:
         self._store = store
         self._replays = ReplayCache()
+        self.last_seen = last_seen or LastSeen(store)
 
     async def device(
         self, header: str | None, method: str, target: str, body: bytes, now_ms: int
@@ -79,6 +136,9 @@ class Authenticator:
     async def _enabled_device(self, sig: RequestSignature) -> DeviceRow:
         device = await self._store.get_device(sig.device_id)
         if device is None:
+            removed = await self._store.removed_device(sig.device_id)
+            if removed is not None:
+                raise removal_error(removed)
             raise AuthenticationError("unknown device")
         if device.account_disabled:
             raise AuthenticationError("account disabled")
@@ -96,6 +156,7 @@ class Authenticator:
         """Verify one signature against a known key, then burn its nonce."""
         verify_request(sig, sign_key, method, target, body, now_ms=now_ms)
         self._replays.check_and_add(sig.nonce, now_ms)
+        self.last_seen.seen(sig.device_id, now_ms)
 
     def check_digest(
         self,
@@ -109,6 +170,7 @@ class Authenticator:
         """``check`` for a body known by its SHA-256: verify, then burn the nonce."""
         verify_request_digest(sig, sign_key, method, target, body_digest, now_ms=now_ms)
         self._replays.check_and_add(sig.nonce, now_ms)
+        self.last_seen.seen(sig.device_id, now_ms)
 
 
 def parse_header(header: str | None) -> RequestSignature:

@@ -22,6 +22,7 @@ from mailslot.server.blobs import open_blob_store
 CONFIG_NAME = "config.toml"
 DAY_S = 24 * 3600
 MIB = 1024 * 1024
+REGISTRATION_MODES = ("invite", "open")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class ServerConfig:
     metrics: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    # "invite": registering an account needs an invite token (`mailslot admin invite create`);
+    # "open": anyone who reaches the server may register.
+    registration: str = "invite"
     database_url: str = ""  # default: sqlite:///<data_dir>/mailslot.db; or postgresql://...
     bus_url: str = "memory://"  # several nodes: redis://host:port/db?prefix=mailslot
     tls: bool = True
@@ -64,6 +68,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in {"FULL", "NORMAL"}:
             raise ConfigError("sqlite_synchronous must be FULL or NORMAL")
+        if self.registration not in REGISTRATION_MODES:
+            raise ConfigError(f"registration must be {' or '.join(map(repr, REGISTRATION_MODES))}")
         for name in (
             "message_ttl_s",
             "max_body_bytes",
@@ -260,11 +266,21 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
+# Settings whose line in config.toml gets a comment above it, for the operator who reads it.
+_COMMENTS = {
+    "registration": (
+        '"invite": a new account needs an invite token (`mailslot admin invite create`);\n'
+        '"open": anyone who reaches this server may register an account.'
+    ),
+}
+
+
 def write_config(config: ServerConfig) -> Path:
     """Write every setting (defaults included) so an operator sees what can be tuned."""
     lines = ["# mailslot server configuration; see docs/architecture.md for each limit."]
     for key, value in asdict(config).items():
         if key != "data_dir":
+            lines.extend(f"# {line}" for line in _COMMENTS.get(key, "").splitlines())
             lines.append(f"{key} = {_toml_value(value)}")
     path = config.data_dir / CONFIG_NAME
     path.write_text("\n".join(lines) + "\n", "utf-8")

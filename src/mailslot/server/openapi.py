@@ -19,7 +19,8 @@ _OPERATIONS: list[tuple[str, str, str, bool, type | None, int, type | None]] = [
     (
         "post",
         "/v1/accounts",
-        "Register an account with its first signed device list",
+        "Register an account with its first signed device list (with an invite unless registration is open;"
+        " 403 invite_required otherwise)",
         True,
         wire.RegisterRequest,
         201,
@@ -42,6 +43,35 @@ _OPERATIONS: list[tuple[str, str, str, bool, type | None, int, type | None]] = [
         wire.DeviceListBody,
         200,
         wire.AccountInfo,
+    ),
+    (
+        "get",
+        "/v1/accounts/{handle}/devices/history",
+        "Every published version of an account's device list after ?after=V, oldest first, at most"
+        " ?limit=N (default and maximum 100); no authentication",
+        False,
+        None,
+        200,
+        wire.DeviceListHistory,
+    ),
+    (
+        "post",
+        "/v1/accounts/{handle}/recover",
+        "Replace a lost account key: the next device list under a new account key, with the recovery"
+        " claim; signed by the new device, which approves the list (403 recovery_refused on a wrong claim)",
+        True,
+        wire.RecoverRequest,
+        200,
+        wire.AccountInfo,
+    ),
+    (
+        "get",
+        "/v1/devices",
+        "The calling device's account: every current device with when it was last seen (to a minute)",
+        True,
+        None,
+        200,
+        wire.DevicesSeen,
     ),
     (
         "post",

@@ -15,7 +15,7 @@ from mailslot.server.authn import parse_header
 from mailslot.server.blob_routes import BLOB_ROUTES
 from mailslot.server.edge import authenticated, json_response, node_of, read_body, target_of
 from mailslot.server.openapi import openapi_document
-from mailslot.server.services.directory import parse_signed_list
+from mailslot.server.services.directory import MAX_HISTORY_PAGE, parse_signed_list
 from mailslot.server.services.links import MAX_LINK_MESSAGE, parse_link_id
 
 MAX_LINK_WAIT_S = 30.0
@@ -47,21 +47,39 @@ async def openapi(request: Request) -> Response:
     return json_response(openapi_document())
 
 
+async def _signed_by_listed_device(request: Request, list_bytes: bytes, body: bytes, now: int) -> bytes:
+    """Authenticate a request signed by a device that is not registered yet: the one listed in
+    the body's device list (registration, recovery). Returns the signing device's id."""
+    node = node_of(request)
+    sig = parse_header(request.headers.get("authorization"))
+    record = parse_signed_list(list_bytes).find(sig.device_id)
+    if record is None:
+        raise AuthenticationError("request not signed by a device in the list")
+    node.authn.check(sig, record.sign_key, request.method, target_of(request), body, now)
+    node.device_limiter.check(sig.device_id, now / 1000)
+    return sig.device_id
+
+
 async def register(request: Request) -> Response:
     """The first device proves it holds the signing key listed in the body's device list."""
     node = node_of(request)
     body = await read_body(request, node.config.max_request_bytes)
     now = node.now_ms()
-    sig = parse_header(request.headers.get("authorization"))
     req = wire.decode(body, wire.RegisterRequest)
-    device_list = parse_signed_list(req.device_list)
-    record = device_list.find(sig.device_id)
-    if record is None:
-        raise AuthenticationError("request not signed by a device in the list")
-    node.authn.check(sig, record.sign_key, request.method, target_of(request), body, now)
-    node.device_limiter.check(sig.device_id, now / 1000)
-    account = await node.directory.register(req.handle, req.device_list, sig.device_id, now)
+    signer = await _signed_by_listed_device(request, req.device_list, body, now)
+    account = await node.directory.register(req.handle, req.device_list, signer, now, req.invite)
     return json_response(wire.AccountInfo(account.handle, account.list_version), 201)
+
+
+async def recover(request: Request) -> Response:
+    """The new device of a recovered account signs the request, as a registering one does."""
+    node = node_of(request)
+    body = await read_body(request, node.config.max_request_bytes)
+    now = node.now_ms()
+    req = wire.decode(body, wire.RecoverRequest)
+    signer = await _signed_by_listed_device(request, req.device_list, body, now)
+    account = await node.directory.recover(request.path_params["handle"], req, signer, now)
+    return json_response(wire.AccountInfo(account.handle, account.list_version))
 
 
 async def get_devices(request: Request) -> Response:
@@ -70,11 +88,27 @@ async def get_devices(request: Request) -> Response:
     return json_response(wire.DeviceListResponse(account.handle, account.list_version, account.device_list))
 
 
+async def device_history(request: Request) -> Response:
+    """Published lists after ``after``, oldest first. No authentication: every list is public
+    (it is what senders encrypt to), and a removed device must still be able to read who
+    removed it."""
+    node = node_of(request)
+    after = _int_param(request, "after", 0)
+    limit = _int_param(request, "limit", MAX_HISTORY_PAGE)
+    return json_response(await node.directory.history(request.path_params["handle"], after, limit))
+
+
 async def put_devices(request: Request) -> Response:
-    node, device, body, _ = await authenticated(request)
+    node, device, body, now = await authenticated(request)
     req = wire.decode(body, wire.DeviceListBody)
-    account = await node.directory.publish(request.path_params["handle"], req.device_list, device)
+    account = await node.directory.publish(request.path_params["handle"], req.device_list, device, now)
     return json_response(wire.AccountInfo(account.handle, account.list_version))
+
+
+async def devices_seen(request: Request) -> Response:
+    """The caller's own account's devices with when each was last seen."""
+    node, device, _, _ = await authenticated(request)
+    return json_response(await node.directory.seen(device, node.authn.last_seen.recent()))
 
 
 async def send(request: Request) -> Response:
@@ -153,6 +187,9 @@ ROUTES = [
     Route("/v1/accounts", register, methods=["POST"]),
     Route("/v1/accounts/{handle}/devices", get_devices, methods=["GET"]),
     Route("/v1/accounts/{handle}/devices", put_devices, methods=["PUT"]),
+    Route("/v1/accounts/{handle}/devices/history", device_history, methods=["GET"]),
+    Route("/v1/accounts/{handle}/recover", recover, methods=["POST"]),
+    Route("/v1/devices", devices_seen, methods=["GET"]),
     Route("/v1/messages", send, methods=["POST"]),
     Route("/v1/queue", fetch_queue, methods=["GET"]),
     Route("/v1/queue/ack", ack, methods=["POST"]),

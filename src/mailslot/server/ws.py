@@ -1,9 +1,14 @@
-"""The WebSocket session: push a device's queue to it as mail arrives, take its acks.
+"""The WebSocket session: push a device's queue to it as mail arrives, take its acks, and tell
+it when its account's device list changes.
 
-The session sends every queued entry after the last one it sent, then waits for a wake-up from
-the bus (or a periodic re-check, so a lost wake-up only delays), and repeats. Acks arrive as
-frames at any time and delete entries at once. Entries stay queued until acked, so a dropped
-connection loses nothing: the next session starts from the queue again.
+Right after the handshake the session announces the account's current list version
+(``WsDevices``). Then it sends every queued entry after the last one it sent, waits for a
+wake-up from the bus (or a periodic re-check, so a lost wake-up only delays), and repeats.
+Each time it wakes it re-reads its device (one ``get_device`` lookup): a device that a list
+removed, or whose account was disabled, gets a ``WsError`` and the session closes; a newer list
+version is announced with another ``WsDevices``; a device still connected counts as seen.
+Acks arrive as frames at any time and delete entries at once. Entries stay queued until
+acked, so a dropped connection loses nothing: the next session starts from the queue again.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mailslot.errors import InputError, MailslotError
+from mailslot.errors import AuthenticationError, DeviceRemoved, InputError, MailslotError
 from mailslot.protocol import wire
+from mailslot.server.authn import removal_error
 from mailslot.server.edge import error_response, node_of, target_of
 from mailslot.server.node import Node
 from mailslot.server.services.relay import delivery_of
@@ -23,6 +29,7 @@ from mailslot.server.storage.base import DeviceRow
 
 log = logging.getLogger("mailslot.server.ws")
 BATCH = 100
+POLICY_VIOLATION = 1008  # the close code after an error frame that ends the session
 
 
 class _Session:
@@ -37,19 +44,38 @@ class _Session:
             await self.ws.send_text(wire.encode(frame).decode())
 
     async def push(self, wakeup: asyncio.Event, closed: asyncio.Task[None]) -> None:
+        """Announce, deliver, wait, re-check; until the client leaves or the device is gone."""
         last_seq = 0
-        while not closed.done():
+        announced = self.device.list_version
+        await self.send(wire.WsDevices(announced))
+        while True:
             wakeup.clear()
-            entries = await self.node.store.fetch_queue(self.device.device_id, last_seq, BATCH)
-            for entry in entries:
-                await self.send(wire.WsDeliver(delivery_of(entry)))
-                last_seq = entry.seq
-            if len(entries) == BATCH:
-                continue
+            last_seq = await self._deliver(last_seq)
             waiter = asyncio.ensure_future(wakeup.wait())
             wait_s = self.recheck_s()
             await asyncio.wait({waiter, closed}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+            if closed.done():
+                return
+            row = await self.node.store.get_device(self.device.device_id)
+            if row is None or row.account_disabled:
+                refusal = await _refusal(self.node, self.device.device_id, row)
+                await _close_with_error(self.ws, refusal, self._send_lock)
+                return
+            self.node.authn.last_seen.seen(row.device_id, self.node.now_ms())  # connected is seen
+            if row.list_version > announced:
+                announced = row.list_version
+                await self.send(wire.WsDevices(announced))
+
+    async def _deliver(self, last_seq: int) -> int:
+        """Send every entry after ``last_seq``; the last one sent."""
+        while True:
+            entries = await self.node.store.fetch_queue(self.device.device_id, last_seq, BATCH)
+            for entry in entries:
+                await self.send(wire.WsDeliver(delivery_of(entry)))
+                last_seq = entry.seq
+            if len(entries) < BATCH:
+                return last_seq
 
     def recheck_s(self) -> float:
         """How long to wait for a wake-up before looking anyway: shorter while the bus is down."""
@@ -72,13 +98,37 @@ class _Session:
         await self.send(wire.WsAcked(deleted))
 
 
+async def _close_with_error(ws: WebSocket, exc: MailslotError, send_lock: asyncio.Lock) -> None:
+    """Send one ``WsError`` frame saying why the session ends, then close the socket."""
+    log.info("websocket closed: %s", exc.message)
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        async with send_lock:
+            await ws.send_text(wire.encode(wire.WsError(exc.code, exc.message)).decode())
+        await ws.close(POLICY_VIOLATION)
+
+
+async def _refusal(node: Node, device_id: bytes, row: DeviceRow | None) -> MailslotError:
+    """Why a session's device may no longer be served: removed by a list, or account disabled."""
+    if row is not None:
+        return AuthenticationError("account disabled")
+    removed = await node.store.removed_device(device_id)
+    return removal_error(removed) if removed is not None else AuthenticationError("unknown device")
+
+
 async def _authenticate(ws: WebSocket) -> DeviceRow | None:
+    """The device that signed the handshake, or None once the socket was refused: with an HTTP
+    error for most failures, with an accepted socket, a ``WsError`` frame and a close for a
+    removed device (so its client reads why, as on any other request)."""
     node = node_of(ws)
     try:
         device = await node.authn.device(
             ws.headers.get("authorization"), "GET", target_of(ws), b"", node.now_ms()
         )
         node.device_limiter.check(device.device_id, node.now_ms() / 1000)
+    except DeviceRemoved as exc:
+        await ws.accept()
+        await _close_with_error(ws, exc, asyncio.Lock())
+        return None
     except MailslotError as exc:
         log.info("websocket refused: %s", exc.message)
         await ws.send_denial_response(error_response(exc))

@@ -8,14 +8,11 @@ import pytest
 
 from mailslot.errors import (
     ConflictError,
-    HandleTaken,
     InputError,
     MessageIdConflict,
     NotFoundError,
     QueueFull,
     QuotaExceeded,
-    StaleDeviceList,
-    UnknownHandle,
 )
 from mailslot.server.storage import (
     LATEST_VERSION,
@@ -81,144 +78,6 @@ async def queued_ids(store: Storage, device_number: int) -> list[bytes]:
 
 async def test_schema_is_at_the_latest_version(store: Storage) -> None:
     assert await store.schema_version() == LATEST_VERSION
-
-
-# --- accounts and devices ------------------------------------------------------------------------
-async def test_create_and_get_account(store: Storage) -> None:
-    row = account("alice", version=3, disabled=True)
-    await store.create_account(row, [device(1, "alice"), device(2, "alice")])
-    assert await store.get_account("alice") == row
-    assert await store.get_account("bob") is None
-
-
-async def test_handle_taken(store: Storage) -> None:
-    await register(store, "alice", 1)
-    with pytest.raises(HandleTaken):
-        await store.create_account(account("alice", version=9), [device(2, "alice")])
-    assert await store.get_account("alice") == account("alice")
-    assert await store.get_device(dev(2)) is None
-
-
-async def test_create_account_with_a_taken_device_id_stores_nothing(store: Storage) -> None:
-    await register(store, "alice", 1)
-    with pytest.raises(ConflictError):
-        await store.create_account(account("bob"), [device(2, "bob"), device(1, "bob")])
-    assert await store.get_account("bob") is None
-    assert await store.get_device(dev(2)) is None
-    assert await store.get_device(dev(1)) == device(1, "alice")
-
-
-async def test_get_device(store: Storage) -> None:
-    await register(store, "alice", 1, 2)
-    found = await store.get_device(dev(2))
-    assert found == device(2, "alice")
-    assert found is not None and not found.account_disabled
-    assert await store.get_device(dev(3)) is None
-
-
-async def test_get_device_carries_the_account_disabled_flag(store: Storage) -> None:
-    await store.create_account(account("mallory", disabled=True), [device(4, "mallory")])
-    found = await store.get_device(dev(4))
-    assert found is not None and found.account_disabled
-
-
-async def test_list_accounts_with_device_counts_by_handle(store: Storage) -> None:
-    assert await store.list_accounts() == []
-    await register(store, "carol")
-    await register(store, "alice", 1, 2)
-    await store.create_account(account("bob", disabled=True), [device(3, "bob")])
-    assert await store.list_accounts() == [
-        (account("alice"), 2),
-        (account("bob", disabled=True), 1),
-        (account("carol"), 0),
-    ]
-
-
-async def test_set_disabled(store: Storage) -> None:
-    await register(store, "alice", 1)
-    await register(store, "bob", 2)
-    await store.set_disabled("alice", True)
-    assert await store.get_account("alice") == account("alice", disabled=True)
-    found = await store.get_device(dev(1))
-    assert found is not None and found.account_disabled
-    other = await store.get_device(dev(2))
-    assert other is not None and not other.account_disabled
-    await store.set_disabled("alice", True)  # already disabled: no change, no error
-    await store.set_disabled("alice", False)
-    assert await store.get_account("alice") == account("alice")
-    found = await store.get_device(dev(1))
-    assert found is not None and not found.account_disabled
-
-
-async def test_set_disabled_unknown_handle(store: Storage) -> None:
-    with pytest.raises(UnknownHandle):
-        await store.set_disabled("nobody", True)
-    assert await store.list_accounts() == []
-
-
-async def test_devices_of(store: Storage) -> None:
-    await register(store, "alice", 1, 2)
-    await register(store, "bob", 3)
-    await register(store, "carol")
-    found = await store.devices_of(["alice", "bob", "carol", "nobody", "alice"])
-    assert found == {"alice": {dev(1), dev(2)}, "bob": {dev(3)}, "carol": set()}
-    assert await store.devices_of([]) == {}
-
-
-async def test_replace_devices(store: Storage) -> None:
-    await register(store, "alice", 1, 2)
-    renewed = DeviceRow(dev(1), "alice", b"new-sign-key")
-    removed = await store.replace_devices("alice", 1, 2, b"list-2", [renewed, device(3, "alice")])
-    assert removed == [dev(2)]
-    stored = await store.get_account("alice")
-    assert stored is not None
-    assert (stored.list_version, stored.device_list) == (2, b"list-2")
-    assert stored.account_key == account("alice").account_key
-    assert await store.devices_of(["alice"]) == {"alice": {dev(1), dev(3)}}
-    assert await store.get_device(dev(1)) == renewed
-    assert await store.get_device(dev(2)) is None
-
-
-async def test_replace_devices_stale_version_changes_nothing(store: Storage) -> None:
-    await register(store, "alice", 1, 2)
-    await store.replace_devices("alice", 1, 2, b"list-2", [device(1, "alice"), device(2, "alice")])
-    with pytest.raises(StaleDeviceList):
-        await store.replace_devices("alice", 1, 3, b"list-3", [device(1, "alice")])
-    stored = await store.get_account("alice")
-    assert stored is not None
-    assert (stored.list_version, stored.device_list) == (2, b"list-2")
-    assert await store.devices_of(["alice"]) == {"alice": {dev(1), dev(2)}}
-
-
-async def test_replace_devices_of_unknown_handle(store: Storage) -> None:
-    with pytest.raises(UnknownHandle):
-        await store.replace_devices("nobody", 1, 2, b"list", [device(1, "nobody")])
-
-
-async def test_replace_devices_with_another_accounts_device_changes_nothing(
-    store: Storage,
-) -> None:
-    await register(store, "alice", 1)
-    await register(store, "bob", 2)
-    with pytest.raises(ConflictError):
-        await store.replace_devices("alice", 1, 2, b"list-2", [device(1, "alice"), device(2, "alice")])
-    stored = await store.get_account("alice")
-    assert stored is not None
-    assert stored.list_version == 1
-    assert await store.get_device(dev(2)) == device(2, "bob")
-
-
-async def test_replace_devices_drops_departed_queues_and_orphan_bodies(store: Storage) -> None:
-    await register(store, "alice", 1, 2, 3)
-    await store.store_message(message(1, 2, 3), BIG_QUEUE)  # shared with a staying device
-    await store.store_message(message(2, 3), BIG_QUEUE)  # held only by the departing one
-    removed = await store.replace_devices("alice", 1, 2, b"list-2", [device(1, "alice"), device(2, "alice")])
-    assert removed == [dev(3)]
-    assert await store.queue_depth(dev(3)) == 0
-    assert await store.fetch_queue(dev(3), 0, 10) == []
-    assert await queued_ids(store, 2) == [mid(1)]
-    assert await store.message_exists(mid(1))
-    assert not await store.message_exists(mid(2))
 
 
 # --- relay -------------------------------------------------------------------------------------

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from mailslot.errors import ConfigError, SchemaTooNew
 from mailslot.server.storage import migrations
+from mailslot.server.storage.base import RemovedDevice
 from mailslot.server.storage.migrations import LATEST_VERSION, pending, plan
+from mailslot.server.storage.sqlite import SqliteStorage
 
 
 def test_packaged_migrations_are_numbered_from_one() -> None:
@@ -95,3 +98,42 @@ def test_failed_upgrade_changes_nothing(two_migrations: dict[str, str]) -> None:
             migrations.upgrade_sqlite(conn)
         assert not conn.in_transaction
         assert tables(conn) == set()
+
+
+# --- 0004: device list history ------------------------------------------------------------------
+def scripts_up_to(version: int) -> dict[str, str]:
+    return {name: sql for name, sql in migrations._SCRIPTS.items() if int(name[:4]) <= version}
+
+
+def sqlite_at(path: Path, version: int) -> None:
+    """A SQLite file migrated only up to ``version``, as an older mailslot left it."""
+    with pytest.MonkeyPatch.context() as patch, closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        patch.setattr(migrations, "_SCRIPTS", scripts_up_to(version))
+        patch.setattr(migrations, "LATEST_VERSION", version)
+        assert migrations.upgrade_sqlite(conn) == version
+
+
+async def test_0004_backfills_the_history_with_the_current_lists(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    sqlite_at(path, 3)
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("INSERT INTO accounts VALUES ('alice', x'aa', 2, x'0102', 1000, FALSE)")
+        conn.execute("INSERT INTO accounts VALUES ('bob', x'bb', 1, x'03', 1500, TRUE)")
+        conn.execute("INSERT INTO devices VALUES (x'01', 'alice', x'51')")
+    store = SqliteStorage(path)
+    await store.open()
+    try:
+        assert await store.schema_version() == LATEST_VERSION
+        assert await store.list_history("alice", 0, 10) == [b"\x01\x02"]
+        assert await store.list_history("bob", 0, 10) == [b"\x03"]
+        assert await store.devices_seen("alice") == {b"\x01": None}
+        found = await store.get_device(b"\x01")
+        assert found is not None and found.list_version == 2
+        await store.replace_devices("alice", 2, 3, b"list-3", [], now_ms=9_000)
+        assert await store.list_history("alice", 1, 10) == [b"\x01\x02", b"list-3"]
+        assert await store.removed_device(b"\x01") == RemovedDevice(b"\x01", "alice", 3, 9_000)
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT handle, version, published_at_ms FROM device_list_history ORDER BY 1, 2")
+        assert rows.fetchall() == [("alice", 2, 1000), ("alice", 3, 9000), ("bob", 1, 1500)]

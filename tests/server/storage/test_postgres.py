@@ -11,13 +11,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mailslot.errors import ConfigError, QueueFull, SchemaTooNew, StaleDeviceList
+from mailslot.errors import ConfigError, InviteRequired, QueueFull, SchemaTooNew, StaleDeviceList
 from mailslot.server.storage import LATEST_VERSION, Storage, migrations, open_storage
+from mailslot.server.storage.base import AccountDevices, InviteRow, RemovedDevice
 from mailslot.server.storage.postgres import PostgresStorage, redacted
 from tests.server.services import empty_database, fresh_database
 from tests.server.storage.test_conformance import account, dev, device, message, mid, register
+from tests.server.storage.test_migrations import scripts_up_to
 
-TABLES = {"schema_version", "accounts", "devices", "messages", "queue", "queue_depths", "links", "blobs"}
+TABLES = {
+    *("schema_version", "accounts", "devices", "messages", "queue", "queue_depths", "links", "blobs"),
+    *("device_list_history", "removed_devices", "invites"),
+}
 
 
 def query(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -168,7 +173,7 @@ async def test_racing_device_list_updates_one_wins(
     await register(first, "alice", 1, 2)
     updates = [
         (first, second)[n % 2].replace_devices(
-            "alice", 1, 2, b"list-from-%d" % n, [device(1, "alice"), device(n, "alice")]
+            "alice", 1, 2, b"list-from-%d" % n, [device(1, "alice"), device(n, "alice")], now_ms=5_000
         )
         for n in range(10, 20)
     ]
@@ -179,7 +184,9 @@ async def test_racing_device_list_updates_one_wins(
     stored = await second.get_account("alice")
     assert stored is not None
     assert (stored.list_version, stored.device_list) == (2, b"list-from-%d" % winners[0])
-    assert await second.devices_of(["alice"]) == {"alice": {dev(1), dev(winners[0])}}
+    assert await second.devices_of(["alice"]) == {"alice": AccountDevices(2, {dev(1), dev(winners[0])})}
+    assert await second.list_history("alice", 1, 10) == [b"list-from-%d" % winners[0]]
+    assert await second.removed_device(dev(2)) == RemovedDevice(dev(2), "alice", 2, 5_000)
 
 
 async def test_a_reader_paging_by_seq_never_skips_a_late_commit(
@@ -236,3 +243,67 @@ async def test_expiry_on_two_nodes_at_once(two_stores: tuple[PostgresStorage, Po
     assert sum(counts) == 40
     assert await first.queue_depth(dev(2)) == 0
     assert query(first.url, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_0004_backfills_the_history_with_the_current_lists(fresh_url: str) -> None:
+    conn = await psycopg.AsyncConnection.connect(fresh_url, autocommit=True)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(migrations, "_SCRIPTS", scripts_up_to(3))
+            patch.setattr(migrations, "LATEST_VERSION", 3)
+            assert await migrations.upgrade_postgresql(conn) == 3
+        await conn.execute("INSERT INTO accounts VALUES ('alice', '\\xaa', 2, '\\x0102', 1000, FALSE)")
+        await conn.execute("INSERT INTO devices VALUES ('\\x01', 'alice', '\\x51')")
+    finally:
+        await conn.close()
+    assert await migrations.migrate(fresh_url) == (3, LATEST_VERSION)
+    store = PostgresStorage(fresh_url, min_connections=1)
+    await store.open()
+    try:
+        assert await store.list_history("alice", 0, 10) == [b"\x01\x02"]
+        assert await store.devices_seen("alice") == {b"\x01": None}
+        found = await store.get_device(b"\x01")
+        assert found is not None and found.list_version == 2
+    finally:
+        await store.close()
+    assert query(fresh_url, "SELECT handle, version, published_at_ms FROM device_list_history") == [
+        ("alice", 2, 1000)
+    ]
+
+
+# --- several nodes: device lists, invites, last seen ----------------------------------------------
+async def test_racing_registrations_on_two_nodes_spend_an_invite_once(
+    two_stores: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    first, second = two_stores
+    token_hash = b"\x05" * 32
+    await first.create_invite(InviteRow(token_hash, 0, 10_000, 3))
+    registrations = [
+        (first, second)[n % 2].create_account(account(f"u{n}"), [device(n, f"u{n}")], invite_hash=token_hash)
+        for n in range(1, 13)
+    ]
+    results = await asyncio.gather(*registrations, return_exceptions=True)
+    assert sum(r is None for r in results) == 3
+    assert all(isinstance(r, InviteRequired) for r in results if r is not None)
+    assert [i.uses_left for i in await second.list_invites()] == [0]
+
+
+async def test_touches_and_list_changes_on_two_nodes_do_not_deadlock(
+    two_stores: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    first, second = two_stores
+    numbers = list(range(1, 21))
+    await register(first, "alice", *numbers)
+    touches = [
+        (first, second)[t % 2].touch_devices({dev(n): 1_000 * t + n for n in numbers[:: 1 if t % 2 else -1]})
+        for t in range(1, 21)
+    ]
+    updates = [
+        second.replace_devices(
+            "alice", v - 1, v, b"list-%d" % v, [device(n, "alice") for n in numbers], now_ms=v
+        )
+        for v in range(2, 8)
+    ]
+    results = await asyncio.gather(*touches, *updates, return_exceptions=True)
+    assert [r for r in results if isinstance(r, BaseException) and not isinstance(r, StaleDeviceList)] == []
+    assert await first.devices_seen("alice") == {dev(n): 20_000 + n for n in numbers}

@@ -80,6 +80,7 @@ async def test_migrations_apply_on_an_empty_file(tmp_path: Path) -> None:
         await store.close()
     tables = {name for (name,) in query(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"accounts", "devices", "messages", "queue", "links", "schema_version"} <= tables
+    assert {"device_list_history", "removed_devices", "invites"} <= tables
     versions = query(path, "SELECT version FROM schema_version ORDER BY version")
     assert versions == [(v,) for v in range(1, LATEST_VERSION + 1)]
 

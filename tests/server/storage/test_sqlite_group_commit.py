@@ -38,7 +38,9 @@ async def test_concurrent_writes_are_grouped_and_fail_alone(tmp_path: Path) -> N
         sender, recipient = accounts[0][1][0], accounts[1][1][0]
         first = message(b"\x01" * 16, "user1", sender.device_id, recipient.device_id)
         stolen = message(b"\x01" * 16, "user3", accounts[2][1][0].device_id, recipient.device_id)
-        others = [message(bytes([i]) * 16, "user1", sender.device_id, recipient.device_id) for i in range(2, 30)]
+        others = [
+            message(bytes([i]) * 16, "user1", sender.device_id, recipient.device_id) for i in range(2, 30)
+        ]
         await store.store_message(first, max_queue=100)
         outcomes = await asyncio.gather(
             *(store.store_message(m, max_queue=100) for m in [stolen, *others]), return_exceptions=True

@@ -60,33 +60,32 @@ class Relay:
         return keys
 
     async def _check_devices(
-        self, sender: DeviceRow, handles: list[str], given: set[bytes], message_id: bytes
+        self, sender: DeviceRow, handles: list[str], request: SendRequest, given: set[bytes],
+        message_id: bytes,
     ) -> None:
-        """Refuse a send that does not cover exactly the current device set, unless it is the
-        retry of a send already accepted (the lists may have changed since, and the retry must
-        still get the first answer)."""
+        """Refuse a send that does not cover exactly the current device set, or that was sealed
+        under an older list version than the current one (a device may have rotated its
+        encryption key since), unless it is the retry of a send already accepted (the lists may
+        have changed since, and the retry must still get the first answer)."""
         current = await self._store.devices_of([*handles, sender.handle])
         unknown = [h for h in handles if h not in current]
         if unknown:
             raise UnknownHandle(f"no account {', '.join(unknown)}", details={"handles": unknown})
-        expected = set().union(*(current[h] for h in handles)) | (current[sender.handle] - {sender.device_id})
-        if expected != given and not await self._store.message_exists(message_id):
-            await self._mismatch(expected, given, [*handles, sender.handle])
-
-    async def _mismatch(self, expected: set[bytes], given: set[bytes], handles: list[str]) -> None:
-        versions = {}
-        for handle in handles:
-            account = await self._store.get_account(handle)
-            if account is not None:
-                versions[handle] = account.list_version
-        raise DeviceMismatch(
-            "the message does not cover exactly the current devices; re-fetch the device lists",
-            details={
-                "missing": sorted(d.hex() for d in expected - given),
-                "stale": sorted(d.hex() for d in given - expected),
-                "versions": versions,
-            },
-        )
+        expected = set().union(*(current[h].device_ids for h in handles))
+        expected |= current[sender.handle].device_ids - {sender.device_id}
+        outdated = sorted(h for h, now in current.items() if request.versions.get(h, 0) < now.version)
+        if (expected != given or outdated) and not await self._store.message_exists(message_id):
+            versions = {h: now.version for h, now in current.items()}
+            raise DeviceMismatch(
+                "the message does not cover exactly the current devices under their current "
+                "device lists; re-fetch the device lists",
+                details={
+                    "missing": sorted(d.hex() for d in expected - given),
+                    "stale": sorted(d.hex() for d in given - expected),
+                    "outdated": outdated,
+                    "versions": versions,
+                },
+            )
 
     async def send(self, sender: DeviceRow, request: SendRequest, now_ms: int) -> tuple[SendResponse, bool]:
         """Accept a send; returns the answer and whether it was new (False: a retry)."""
@@ -95,7 +94,7 @@ class Relay:
             raise TooLarge(f"message body exceeds {self._config.max_body_bytes} bytes")
         handles = self._recipients(sender, request.recipients)
         keys = self._keys(request)
-        await self._check_devices(sender, handles, set(keys), message_id)
+        await self._check_devices(sender, handles, request, set(keys), message_id)
         message = NewMessage(
             message_id=message_id,
             sender=sender.handle,

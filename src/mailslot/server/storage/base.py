@@ -28,8 +28,40 @@ class DeviceRow:
     device_id: bytes
     handle: str
     sign_key: bytes
-    # Read with the device so authenticating a request is one lookup; not part of identity.
+    # Read with the device so authenticating a request (and a WebSocket session's re-check)
+    # is one lookup; not part of identity.
     account_disabled: bool = field(default=False, compare=False)
+    list_version: int = field(default=0, compare=False)
+
+
+class AccountDevices(NamedTuple):
+    """An account's current device list version and device ids (what a send must cover)."""
+
+    version: int
+    device_ids: set[bytes]
+
+
+@dataclass(frozen=True)
+class RemovedDevice:
+    """A device that a published list (or a recovery) dropped: kept so that the device, when
+    it next calls, is told it was removed rather than that it is unknown."""
+
+    device_id: bytes
+    handle: str
+    version: int  # the list version that dropped it
+    removed_at_ms: int
+
+
+@dataclass(frozen=True)
+class InviteRow:
+    """An invite token, stored only as its SHA-256 (``token_hash``); each registration that
+    presents the token uses one of ``uses_left``."""
+
+    token_hash: bytes
+    created_at_ms: int
+    expires_at_ms: int
+    uses_left: int
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,9 +152,17 @@ class Storage(abc.ABC):
 
     # --- accounts and devices ----------------------------------------------------------------
     @abc.abstractmethod
-    async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
-        """Insert an account and its first devices; ``HandleTaken`` if the handle exists,
-        ``ConflictError`` if a device id belongs to another account (nothing changes)."""
+    async def create_account(
+        self, account: AccountRow, devices: list[DeviceRow], *, invite_hash: bytes | None = None
+    ) -> None:
+        """Insert an account, its first devices and version 1 of its list history
+        (published at ``account.created_at_ms``).
+
+        ``HandleTaken`` if the handle exists, ``ConflictError`` if a device id belongs to
+        another account. With ``invite_hash``, one use of that invite is spent in the same
+        transaction: ``InviteRequired`` if it is unknown, expired at ``account.created_at_ms``
+        or used up. Nothing changes on any error (a refused registration spends no invite).
+        """
 
     @abc.abstractmethod
     async def get_account(self, handle: str) -> AccountRow | None: ...
@@ -144,23 +184,73 @@ class Storage(abc.ABC):
         new_version: int,
         device_list: bytes,
         devices: list[DeviceRow],
+        *,
+        now_ms: int,
     ) -> list[bytes]:
         """Swap in a new signed list if the stored version is still ``expected_version``.
 
         Raises ``StaleDeviceList`` otherwise (a concurrent update won), ``UnknownHandle`` for an
         unknown handle, ``ConflictError`` if a device id belongs to another account. Queue
         entries of devices that left the list are deleted with them, and bodies only they still
-        held. Returns the ids of the removed devices, sorted.
+        held; each removed device is remembered as a ``RemovedDevice`` (``now_ms``,
+        ``new_version``). The list joins the history at ``new_version``. Devices that stay
+        keep their ``last_seen``. Returns the ids of the removed devices, sorted.
         """
+
+    @abc.abstractmethod
+    async def recover_account(
+        self,
+        handle: str,
+        expected_version: int,
+        account_key: bytes,
+        new_version: int,
+        device_list: bytes,
+        devices: list[DeviceRow],
+        *,
+        now_ms: int,
+    ) -> list[bytes]:
+        """``replace_devices`` that also replaces the account key (an account recovery): every
+        old device not in ``devices`` is removed as there. Same errors; returns removed ids."""
+
+    @abc.abstractmethod
+    async def list_history(self, handle: str, after_version: int, limit: int) -> list[bytes]:
+        """Signed list bytes of ``handle`` with version > ``after_version``, ascending, at most
+        ``limit``; empty for an unknown handle."""
+
+    @abc.abstractmethod
+    async def removed_device(self, device_id: bytes) -> RemovedDevice | None:
+        """The removal record of a device that a list dropped, or None."""
+
+    @abc.abstractmethod
+    async def touch_devices(self, seen: dict[bytes, int]) -> None:
+        """Record when devices were last seen: each known device's ``last_seen`` becomes the
+        later of the stored and the given time; unknown ids are ignored. One transaction."""
+
+    @abc.abstractmethod
+    async def devices_seen(self, handle: str) -> dict[bytes, int | None]:
+        """Each current device of ``handle`` with its ``last_seen`` (None: never recorded)."""
 
     @abc.abstractmethod
     async def get_device(self, device_id: bytes) -> DeviceRow | None:
         """The device with its account's ``disabled`` flag (for authentication), or None."""
 
     @abc.abstractmethod
-    async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
-        """Current device ids of each known handle (unknown handles are absent; a known account
-        with no devices maps to an empty set)."""
+    async def devices_of(self, handles: list[str]) -> dict[str, AccountDevices]:
+        """Current list version and device ids of each known handle (unknown handles are
+        absent; a known account with no devices maps to an empty set)."""
+
+    # --- invites -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_invite(self, invite: InviteRow) -> None:
+        """Store an invite; ``ConflictError`` if its hash exists."""
+
+    @abc.abstractmethod
+    async def list_invites(self) -> list[InviteRow]:
+        """Every stored invite (used up and expired ones too), newest first."""
+
+    @abc.abstractmethod
+    async def revoke_invite(self, token_hash: bytes) -> bool:
+        """Delete an invite; whether it existed."""
 
     # --- relay -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,6 +14,7 @@ from mailslot.errors import (
     ConflictError,
     HandleTaken,
     InputError,
+    InviteRequired,
     MessageIdConflict,
     NotFoundError,
     QueueFull,
@@ -22,15 +23,19 @@ from mailslot.errors import (
     UnknownHandle,
 )
 from mailslot.server.storage.base import (
+    AccountDevices,
     AccountRow,
     BlobRow,
     DeviceRow,
+    InviteRow,
     NewMessage,
     QueueEntry,
     QueueStats,
+    RemovedDevice,
     Storage,
     StoredSend,
 )
+from mailslot.server.storage.list_versions import check_versions
 from mailslot.server.storage.migrations import LATEST_VERSION
 
 __all__ = ["MemoryStorage"]
@@ -65,6 +70,10 @@ class MemoryStorage(Storage):
         self._accounts: dict[str, AccountRow] = {}
         self._devices: dict[bytes, DeviceRow] = {}
         self._devices_by_handle: dict[str, set[bytes]] = {}
+        self._history: dict[str, dict[int, bytes]] = {}  # handle -> version -> signed list
+        self._last_seen: dict[bytes, int] = {}  # current devices only
+        self._removed: dict[bytes, RemovedDevice] = {}
+        self._invites: dict[bytes, InviteRow] = {}
         self._bodies: dict[bytes, _Body] = {}
         # device id -> message id -> entry; insertion order is seq order, as seq only grows.
         self._queues: dict[bytes, dict[bytes, _Entry]] = {}
@@ -86,12 +95,18 @@ class MemoryStorage(Storage):
         """Always answers: the data is in this process."""
 
     # --- accounts and devices ----------------------------------------------------------------
-    async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
+    async def create_account(
+        self, account: AccountRow, devices: list[DeviceRow], *, invite_hash: bytes | None = None
+    ) -> None:
+        invite = None if invite_hash is None else self._usable_invite(invite_hash, account.created_at_ms)
         if account.handle in self._accounts:
             raise HandleTaken(f"handle {account.handle!r} is taken")
         self._check_unowned(account.handle, devices)
+        if invite is not None:
+            self._invites[invite.token_hash] = replace(invite, uses_left=invite.uses_left - 1)
         self._accounts[account.handle] = account
         self._devices_by_handle[account.handle] = set()
+        self._history[account.handle] = {account.list_version: account.device_list}
         self._add_devices(devices)
 
     async def get_account(self, handle: str) -> AccountRow | None:
@@ -116,40 +131,72 @@ class MemoryStorage(Storage):
         new_version: int,
         device_list: bytes,
         devices: list[DeviceRow],
+        *,
+        now_ms: int,
     ) -> list[bytes]:
-        account = self._accounts.get(handle)
-        if account is None:
-            raise UnknownHandle(f"no account {handle!r}")
-        if account.list_version != expected_version:
-            raise StaleDeviceList(f"device list is at version {account.list_version}, not {expected_version}")
-        self._check_unowned(handle, devices)
-        self._accounts[handle] = AccountRow(
-            handle,
-            account.account_key,
-            new_version,
-            device_list,
-            account.created_at_ms,
-            account.disabled,
+        account = self._swappable(handle, expected_version, new_version, devices)
+        return self._swap(
+            replace(account, list_version=new_version, device_list=device_list), devices, now_ms
         )
-        kept = {device.device_id for device in devices}
-        removed = sorted(self._devices_by_handle[handle] - kept)
-        for device_id in removed:
-            self._drop_device(device_id)
-        self._add_devices(devices)
-        return removed
+
+    async def recover_account(
+        self,
+        handle: str,
+        expected_version: int,
+        account_key: bytes,
+        new_version: int,
+        device_list: bytes,
+        devices: list[DeviceRow],
+        *,
+        now_ms: int,
+    ) -> list[bytes]:
+        account = self._swappable(handle, expected_version, new_version, devices)
+        renewed = replace(account, account_key=account_key, list_version=new_version, device_list=device_list)
+        return self._swap(renewed, devices, now_ms)
+
+    async def list_history(self, handle: str, after_version: int, limit: int) -> list[bytes]:
+        lists = self._history.get(handle, {})
+        later = sorted(version for version in lists if version > after_version)
+        return [lists[version] for version in later[: max(limit, 0)]]
+
+    async def removed_device(self, device_id: bytes) -> RemovedDevice | None:
+        return self._removed.get(device_id)
+
+    async def touch_devices(self, seen: dict[bytes, int]) -> None:
+        for device_id, at_ms in seen.items():
+            if device_id in self._devices:
+                self._last_seen[device_id] = max(self._last_seen.get(device_id, at_ms), at_ms)
+
+    async def devices_seen(self, handle: str) -> dict[bytes, int | None]:
+        return {
+            device_id: self._last_seen.get(device_id) for device_id in self._devices_by_handle.get(handle, ())
+        }
 
     async def get_device(self, device_id: bytes) -> DeviceRow | None:
         device = self._devices.get(device_id)
         if device is None:
             return None
-        return replace(device, account_disabled=self._accounts[device.handle].disabled)
+        account = self._accounts[device.handle]
+        return replace(device, account_disabled=account.disabled, list_version=account.list_version)
 
-    async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
+    async def devices_of(self, handles: list[str]) -> dict[str, AccountDevices]:
         return {
-            handle: set(self._devices_by_handle[handle])
+            handle: AccountDevices(self._accounts[handle].list_version, set(self._devices_by_handle[handle]))
             for handle in handles
-            if handle in self._devices_by_handle
+            if handle in self._accounts
         }
+
+    # --- invites -----------------------------------------------------------------------------
+    async def create_invite(self, invite: InviteRow) -> None:
+        if invite.token_hash in self._invites:
+            raise ConflictError("the invite already exists")
+        self._invites[invite.token_hash] = invite
+
+    async def list_invites(self) -> list[InviteRow]:
+        return sorted(self._invites.values(), key=lambda i: (-i.created_at_ms, i.token_hash))
+
+    async def revoke_invite(self, token_hash: bytes) -> bool:
+        return self._invites.pop(token_hash, None) is not None
 
     # --- relay -------------------------------------------------------------------------------
     async def store_message(self, message: NewMessage, max_queue: int) -> StoredSend:
@@ -285,6 +332,38 @@ class MemoryStorage(Storage):
             blob.size for blob in self._blobs.values() if blob.owner == handle and blob.expires_at_ms > now_ms
         )
 
+    def _usable_invite(self, token_hash: bytes, now_ms: int) -> InviteRow:
+        """The invite if it can still be used at ``now_ms``; ``InviteRequired`` otherwise."""
+        invite = self._invites.get(token_hash)
+        if invite is None or invite.expires_at_ms <= now_ms or invite.uses_left <= 0:
+            raise InviteRequired("the invite is unknown, expired or used up")
+        return invite
+
+    def _swappable(
+        self, handle: str, expected_version: int, new_version: int, devices: list[DeviceRow]
+    ) -> AccountRow:
+        """The account whose list may go from ``expected_version`` to ``new_version``, or raise."""
+        check_versions(expected_version, new_version)
+        account = self._accounts.get(handle)
+        if account is None:
+            raise UnknownHandle(f"no account {handle!r}")
+        if account.list_version != expected_version:
+            raise StaleDeviceList(f"device list is at version {account.list_version}, not {expected_version}")
+        self._check_unowned(handle, devices)
+        return account
+
+    def _swap(self, account: AccountRow, devices: list[DeviceRow], now_ms: int) -> list[bytes]:
+        """Store the new account row, its list in the history, and the new set of devices."""
+        handle = account.handle
+        self._accounts[handle] = account
+        self._history[handle][account.list_version] = account.device_list
+        removed = sorted(self._devices_by_handle[handle] - {device.device_id for device in devices})
+        for device_id in removed:
+            self._drop_device(device_id)
+            self._removed[device_id] = RemovedDevice(device_id, handle, account.list_version, now_ms)
+        self._add_devices(devices)
+        return removed
+
     def _check_unowned(self, handle: str, devices: Iterable[DeviceRow]) -> None:
         """``ConflictError`` if a device id already belongs to another account."""
         for device in devices:
@@ -296,10 +375,12 @@ class MemoryStorage(Storage):
         for device in devices:
             self._devices[device.device_id] = device
             self._devices_by_handle[device.handle].add(device.device_id)
+            self._removed.pop(device.device_id, None)  # a device added back is no longer removed
 
     def _drop_device(self, device_id: bytes) -> None:
         """Forget a device, its queue, and any body only it still held."""
         device = self._devices.pop(device_id)
+        self._last_seen.pop(device_id, None)
         self._devices_by_handle[device.handle].discard(device_id)
         self._release(device_id, list(self._queues.pop(device_id, {})))
 

@@ -3,8 +3,9 @@
 Each public method is one transaction on a pooled connection: an explicit one, or the implicit
 one PostgreSQL gives a single statement (or ``ack``'s two statements sent as one query). The
 SQL lives in module functions named after the transaction they are, each taking the connection
-first (the blob metadata ones in ``postgres_blobs.py``); the class only routes calls and
-translates psycopg errors into mailslot errors, here and nowhere else.
+first (accounts, devices and invites in ``postgres_directory.py``, blob metadata in
+``postgres_blobs.py``); the class only routes calls and translates psycopg errors into
+mailslot errors, here and nowhere else.
 
 Concurrency. Several nodes write at once, so statements run at READ COMMITTED and take row
 locks where two of them could race, each kind in a fixed order (device ids, message ids
@@ -21,8 +22,10 @@ ascending), so that they wait for each other rather than deadlock:
   (``FOR UPDATE``, in id order), and delete those with no entry left in a later statement,
   whose fresh snapshot sees what other transactions committed meanwhile: two devices
   acknowledging a message's last two entries at once cannot both keep the body.
-* ``replace_devices`` is a compare-and-set on the account row: a concurrent update waits for
-  the row lock, then sees the version moved and raises ``StaleDeviceList``.
+* ``replace_devices`` (and ``recover_account``) is a compare-and-set on the account row: a
+  concurrent update waits for the row lock, then sees the version moved and raises
+  ``StaleDeviceList``; it then locks the account's device rows in id order
+  (``postgres_directory.py`` lists the whole order).
 * ``expire`` takes an advisory lock, so the sweepers of several nodes take turns; it deletes
   the entries of expired bodies, then every expired body with no entry left.
 
@@ -33,13 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncClientCursor, AsyncConnection, errors
-from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mailslot.errors import (
@@ -51,27 +53,28 @@ from mailslot.errors import (
     NotFoundError,
     QueueFull,
     ServerError,
-    StaleDeviceList,
-    UnknownHandle,
 )
 from mailslot.server.storage import migrations, postgres_blobs
+from mailslot.server.storage import postgres_directory as directory
 from mailslot.server.storage.base import (
+    AccountDevices,
     AccountRow,
     BlobRow,
     DeviceRow,
+    InviteRow,
     NewMessage,
     QueueEntry,
     QueueStats,
+    RemovedDevice,
     Storage,
     StoredSend,
 )
+from mailslot.server.storage.postgres_shared import Conn, fetch_all, fetch_one
 
 __all__ = ["PostgresStorage", "migrate_postgresql"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-Conn: TypeAlias = AsyncConnection[TupleRow]
-Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
 Transaction = Callable[Concatenate[Conn, P], Awaitable[T]]  # the SQL functions below
 
 _MIN_SERVER = 110000  # PostgreSQL 11: EXECUTE FUNCTION in the triggers
@@ -167,17 +170,19 @@ class PostgresStorage(Storage):
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- accounts and devices ----------------------------------------------------------------
-    async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
-        await self._transaction(_create_account, account, devices)
+    async def create_account(
+        self, account: AccountRow, devices: list[DeviceRow], *, invite_hash: bytes | None = None
+    ) -> None:
+        await self._transaction(directory.create_account, account, devices, invite_hash)
 
     async def get_account(self, handle: str) -> AccountRow | None:
-        return await self._statement(_get_account, handle)
+        return await self._statement(directory.get_account, handle)
 
     async def list_accounts(self) -> list[tuple[AccountRow, int]]:
-        return await self._statement(_list_accounts)
+        return await self._statement(directory.list_accounts)
 
     async def set_disabled(self, handle: str, disabled: bool) -> None:
-        await self._statement(_set_disabled, handle, disabled)
+        await self._statement(directory.set_disabled, handle, disabled)
 
     async def replace_devices(
         self,
@@ -186,16 +191,57 @@ class PostgresStorage(Storage):
         new_version: int,
         device_list: bytes,
         devices: list[DeviceRow],
+        *,
+        now_ms: int,
     ) -> list[bytes]:
         return await self._transaction(
-            _replace_devices, handle, expected_version, new_version, device_list, devices
+            directory.replace_devices, handle, expected_version, new_version, device_list, devices, now_ms
         )
 
-    async def get_device(self, device_id: bytes) -> DeviceRow | None:
-        return await self._statement(_get_device, device_id)
+    async def recover_account(
+        self,
+        handle: str,
+        expected_version: int,
+        account_key: bytes,
+        new_version: int,
+        device_list: bytes,
+        devices: list[DeviceRow],
+        *,
+        now_ms: int,
+    ) -> list[bytes]:
+        return await self._transaction(
+            directory.recover_account,
+            *(handle, expected_version, account_key, new_version, device_list, devices, now_ms),
+        )
 
-    async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
-        return await self._statement(_devices_of, handles)
+    async def list_history(self, handle: str, after_version: int, limit: int) -> list[bytes]:
+        return await self._statement(directory.list_history, handle, after_version, limit)
+
+    async def removed_device(self, device_id: bytes) -> RemovedDevice | None:
+        return await self._statement(directory.removed_device, device_id)
+
+    async def touch_devices(self, seen: dict[bytes, int]) -> None:
+        if seen:
+            await self._statement(directory.touch_devices, seen)
+
+    async def devices_seen(self, handle: str) -> dict[bytes, int | None]:
+        return await self._statement(directory.devices_seen, handle)
+
+    async def get_device(self, device_id: bytes) -> DeviceRow | None:
+        return await self._statement(directory.get_device, device_id)
+
+    async def devices_of(self, handles: list[str]) -> dict[str, AccountDevices]:
+        return await self._statement(directory.devices_of, handles)
+
+    # --- invites -----------------------------------------------------------------------------
+    async def create_invite(self, invite: InviteRow) -> None:
+        await self._statement(directory.create_invite, invite)
+
+    async def list_invites(self) -> list[InviteRow]:
+        return await self._statement(directory.list_invites)
+
+    async def revoke_invite(self, token_hash: bytes) -> bool:
+        return await self._statement(directory.revoke_invite, token_hash)
 
     # --- relay -------------------------------------------------------------------------------
     async def store_message(self, message: NewMessage, max_queue: int) -> StoredSend:
@@ -311,6 +357,7 @@ _UNIQUE_ERRORS: dict[str, Callable[[], MailslotError]] = {
     "devices_pkey": lambda: ConflictError("a device id belongs to another account"),
     "links_pkey": lambda: ConflictError("the link id already exists"),
     "blobs_pkey": lambda: ConflictError("the blob id already exists"),
+    "invites_pkey": lambda: ConflictError("the invite already exists"),
 }
 
 
@@ -328,153 +375,12 @@ def _translate(exc: BaseException) -> MailslotError:
     return ServerError("the database failed")
 
 
-async def _one(conn: Conn, query: str, params: Params = ()) -> TupleRow | None:
-    cursor = await conn.execute(query, params, binary=True)
-    return await cursor.fetchone()
-
-
-async def _all(conn: Conn, query: str, params: Params = ()) -> list[TupleRow]:
-    cursor = await conn.execute(query, params, binary=True)
-    return await cursor.fetchall()
-
-
 async def _schema_version(conn: Conn) -> int:
-    row = await _one(conn, "SELECT to_regclass('schema_version') IS NOT NULL")
+    row = await fetch_one(conn, "SELECT to_regclass('schema_version') IS NOT NULL")
     if row is None or not row[0]:
         return 0
-    row = await _one(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")
+    row = await fetch_one(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")
     return 0 if row is None else int(row[0])
-
-
-# --- accounts and devices ----------------------------------------------------------------------
-async def _create_account(conn: Conn, account: AccountRow, devices: list[DeviceRow]) -> None:
-    await conn.execute(
-        "INSERT INTO accounts (handle, account_key, list_version, device_list, created_at_ms, disabled)"
-        " VALUES (%s, %b, %s, %b, %s, %s)",
-        (
-            account.handle,
-            account.account_key,
-            account.list_version,
-            account.device_list,
-            account.created_at_ms,
-            account.disabled,
-        ),
-    )
-    await _insert_devices(conn, devices)
-
-
-async def _insert_devices(conn: Conn, devices: Sequence[DeviceRow]) -> None:
-    if devices:
-        await conn.execute(
-            "INSERT INTO devices (device_id, handle, sign_key)"
-            " SELECT * FROM unnest(%b::bytea[], %s::text[], %b::bytea[])",
-            ([d.device_id for d in devices], [d.handle for d in devices], [d.sign_key for d in devices]),
-        )
-
-
-async def _get_account(conn: Conn, handle: str) -> AccountRow | None:
-    row = await _one(
-        conn,
-        "SELECT handle, account_key, list_version, device_list, created_at_ms, disabled"
-        " FROM accounts WHERE handle = %s",
-        (handle,),
-    )
-    return None if row is None else AccountRow(*row)
-
-
-async def _list_accounts(conn: Conn) -> list[tuple[AccountRow, int]]:
-    rows = await _all(
-        conn,
-        "SELECT a.handle, a.account_key, a.list_version, a.device_list, a.created_at_ms, a.disabled,"
-        " (SELECT COUNT(*) FROM devices d WHERE d.handle = a.handle)"
-        ' FROM accounts a ORDER BY a.handle COLLATE "C"',
-    )
-    return [(AccountRow(*row[:6]), int(row[6])) for row in rows]
-
-
-async def _set_disabled(conn: Conn, handle: str, disabled: bool) -> None:
-    cursor = await conn.execute("UPDATE accounts SET disabled = %s WHERE handle = %s", (disabled, handle))
-    if not cursor.rowcount:
-        raise UnknownHandle(f"no account {handle!r}")
-
-
-async def _replace_devices(
-    conn: Conn,
-    handle: str,
-    expected_version: int,
-    new_version: int,
-    device_list: bytes,
-    devices: list[DeviceRow],
-) -> list[bytes]:
-    # Compare-and-set: a concurrent update holds the row lock; once it commits, PostgreSQL
-    # re-checks our WHERE on the new row, the version no longer matches and we change nothing.
-    swapped = await _one(
-        conn,
-        "UPDATE accounts SET list_version = %s, device_list = %b"
-        " WHERE handle = %s AND list_version = %s RETURNING handle",
-        (new_version, device_list, handle, expected_version),
-    )
-    if swapped is None:
-        row = await _one(conn, "SELECT list_version FROM accounts WHERE handle = %s", (handle,))
-        if row is None:
-            raise UnknownHandle(f"no account {handle!r}")
-        raise StaleDeviceList(f"device list is at version {row[0]}, not {expected_version}")
-    rows = await _all(conn, "SELECT device_id FROM devices WHERE handle = %s", (handle,))
-    current = {device_id for (device_id,) in rows}
-    removed = sorted(current - {d.device_id for d in devices})
-    if removed:
-        await _drop_devices(conn, removed)
-    kept = [d for d in devices if d.device_id in current]
-    if kept:
-        await conn.execute(
-            "UPDATE devices SET sign_key = new.sign_key"
-            " FROM unnest(%b::bytea[], %b::bytea[]) AS new (device_id, sign_key)"
-            " WHERE devices.device_id = new.device_id",
-            ([d.device_id for d in kept], [d.sign_key for d in kept]),
-        )
-    await _insert_devices(conn, [d for d in devices if d.device_id not in current])
-    return removed
-
-
-async def _drop_devices(conn: Conn, device_ids: list[bytes]) -> None:
-    """Delete devices with their queues, and the bodies no other device still holds."""
-    held = await _all(
-        conn,
-        "WITH gone AS (DELETE FROM queue WHERE device_id = ANY(%b) RETURNING message_id)"
-        " SELECT message_id FROM messages WHERE message_id IN (SELECT message_id FROM gone)"
-        " ORDER BY message_id FOR UPDATE",
-        (device_ids,),
-    )
-    await _delete_orphans(conn, [message_id for (message_id,) in held])
-    await conn.execute("DELETE FROM queue_depths WHERE device_id = ANY(%b)", (device_ids,))
-    await conn.execute("DELETE FROM devices WHERE device_id = ANY(%b)", (device_ids,))
-
-
-async def _get_device(conn: Conn, device_id: bytes) -> DeviceRow | None:
-    row = await _one(
-        conn,
-        "SELECT d.device_id, d.handle, d.sign_key, a.disabled FROM devices d"
-        " JOIN accounts a ON a.handle = d.handle WHERE d.device_id = %b",
-        (device_id,),
-    )
-    return None if row is None else DeviceRow(row[0], row[1], row[2], bool(row[3]))
-
-
-async def _devices_of(conn: Conn, handles: list[str]) -> dict[str, set[bytes]]:
-    if not handles:
-        return {}
-    rows = await _all(
-        conn,
-        "SELECT a.handle, d.device_id FROM accounts AS a"
-        " LEFT JOIN devices AS d ON d.handle = a.handle WHERE a.handle = ANY(%s::text[])",
-        (list(dict.fromkeys(handles)),),
-    )
-    found: dict[str, set[bytes]] = {}
-    for handle, device_id in rows:
-        ids = found.setdefault(handle, set())
-        if device_id is not None:
-            ids.add(device_id)
-    return found
 
 
 # --- relay -------------------------------------------------------------------------------------
@@ -510,7 +416,7 @@ SELECT EXISTS (SELECT 1 FROM body), (SELECT device_id FROM too_full)
 
 async def _store_message(conn: Conn, message: NewMessage, max_queue: int) -> StoredSend:
     devices = sorted(message.keys)
-    row = await _one(
+    row = await fetch_one(
         conn,
         _STORE_MESSAGE,
         {
@@ -532,7 +438,7 @@ async def _store_message(conn: Conn, message: NewMessage, max_queue: int) -> Sto
         return StoredSend(True, message.sender, message.sender_device, message.accepted_at_ms, len(devices))
     # Nothing stored: the id was taken (a retry, or another sender), or a queue is full. A retry
     # is answered even when queues are full, as by the other stores.
-    first = await _one(
+    first = await fetch_one(
         conn,
         "SELECT sender, sender_device, accepted_at_ms, device_count FROM messages WHERE message_id = %b",
         (message.message_id,),
@@ -551,7 +457,7 @@ async def _store_message(conn: Conn, message: NewMessage, max_queue: int) -> Sto
 async def _fetch_queue(conn: Conn, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
     if limit <= 0:
         return []
-    rows = await _all(
+    rows = await fetch_all(
         conn,
         "SELECT q.seq, q.message_id, m.sender, m.sender_device, m.accepted_at_ms, m.body, q.wrapped_key"
         " FROM queue AS q JOIN messages AS m ON m.message_id = q.message_id"
@@ -585,28 +491,15 @@ async def _ack(conn: Conn, device_id: bytes, message_ids: list[bytes]) -> int:
     return len(await cursor.fetchall())
 
 
-async def _delete_orphans(conn: Conn, message_ids: list[bytes]) -> None:
-    """Delete the bodies among ``message_ids`` (locked by the caller) that no entry refers to.
-
-    A statement of its own: its snapshot sees the entries other transactions deleted and
-    committed while we waited for the body locks."""
-    if message_ids:
-        await conn.execute(
-            "DELETE FROM messages WHERE message_id = ANY(%b)"
-            " AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.message_id)",
-            (message_ids,),
-        )
-
-
 async def _queue_depth(conn: Conn, device_id: bytes) -> int:
-    row = await _one(conn, "SELECT depth FROM queue_depths WHERE device_id = %b", (device_id,))
+    row = await fetch_one(conn, "SELECT depth FROM queue_depths WHERE device_id = %b", (device_id,))
     return 0 if row is None else int(row[0])
 
 
 async def _queue_stats(conn: Conn) -> QueueStats:
     # As in SQLite: the count from queue_depths (one row per device), the oldest entry by the
     # primary key on seq; one statement, so one snapshot.
-    row = await _one(
+    row = await fetch_one(
         conn,
         "SELECT (SELECT coalesce(sum(depth), 0) FROM queue_depths),"
         " (SELECT m.accepted_at_ms FROM queue AS q JOIN messages AS m ON m.message_id = q.message_id"
@@ -617,12 +510,12 @@ async def _queue_stats(conn: Conn) -> QueueStats:
 
 
 async def _message_exists(conn: Conn, message_id: bytes) -> bool:
-    return await _one(conn, "SELECT 1 FROM messages WHERE message_id = %b", (message_id,)) is not None
+    return await fetch_one(conn, "SELECT 1 FROM messages WHERE message_id = %b", (message_id,)) is not None
 
 
 async def _expire(conn: Conn, now_ms: int) -> int:
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
-    held = await _all(
+    held = await fetch_all(
         conn,
         "WITH gone AS (DELETE FROM queue WHERE message_id IN"
         " (SELECT message_id FROM messages WHERE expires_at_ms <= %s) RETURNING message_id)"
@@ -648,7 +541,7 @@ async def _create_link(conn: Conn, link_id: bytes, request: bytes, expires_at_ms
 
 
 async def _get_link(conn: Conn, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
-    row = await _one(
+    row = await fetch_one(
         conn,
         "SELECT request, response FROM links WHERE link_id = %b AND expires_at_ms > %s",
         (link_id, now_ms),
@@ -657,7 +550,7 @@ async def _get_link(conn: Conn, link_id: bytes, now_ms: int) -> tuple[bytes, byt
 
 
 async def _respond_link(conn: Conn, link_id: bytes, response: bytes, now_ms: int) -> None:
-    answered = await _one(
+    answered = await fetch_one(
         conn,
         "UPDATE links SET response = %b WHERE link_id = %b AND expires_at_ms > %s AND response IS NULL"
         " RETURNING link_id",

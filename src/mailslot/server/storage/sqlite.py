@@ -8,8 +8,8 @@ upgrade; reads open with ``BEGIN`` and see one snapshot. sqlite3 exceptions are 
 mailslot errors here and nowhere else.
 
 The SQL lives in module functions named after the transaction they are (``_store_message``...),
-each taking the connection first (the blob metadata ones in ``sqlite_blobs.py``); the class
-only routes calls to the worker.
+each taking the connection first (accounts, devices and invites in ``sqlite_directory.py``, blob
+metadata in ``sqlite_blobs.py``); the class only routes calls to the worker.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -30,20 +30,23 @@ from mailslot.errors import (
     NotFoundError,
     QueueFull,
     ServerError,
-    StaleDeviceList,
-    UnknownHandle,
 )
 from mailslot.server.storage import migrations, sqlite_blobs
+from mailslot.server.storage import sqlite_directory as directory
 from mailslot.server.storage.base import (
+    AccountDevices,
     AccountRow,
     BlobRow,
     DeviceRow,
+    InviteRow,
     NewMessage,
     QueueEntry,
     QueueStats,
+    RemovedDevice,
     Storage,
     StoredSend,
 )
+from mailslot.server.storage.sqlite_shared import chunks, delete_orphans, with_marks
 from mailslot.server.storage.sqlite_writer import GroupCommitWriter
 
 __all__ = ["SYNCHRONOUS_MODES", "SqliteStorage"]
@@ -53,7 +56,6 @@ T = TypeVar("T")
 
 SYNCHRONOUS_MODES = frozenset({"FULL", "NORMAL"})
 _MIN_SQLITE = (3, 35, 0)  # DELETE ... RETURNING
-_CHUNK = 500  # ids per ``IN (...)`` list, far below SQLite's limit on bound parameters
 
 Body = Callable[[sqlite3.Connection], T]
 Transaction = Callable[Concatenate[sqlite3.Connection, P], T]  # the SQL functions below
@@ -179,17 +181,19 @@ class SqliteStorage(Storage):
         return self._conn
 
     # --- accounts and devices ----------------------------------------------------------------
-    async def create_account(self, account: AccountRow, devices: list[DeviceRow]) -> None:
-        await self._write(_create_account, account, devices)
+    async def create_account(
+        self, account: AccountRow, devices: list[DeviceRow], *, invite_hash: bytes | None = None
+    ) -> None:
+        await self._write(directory.create_account, account, devices, invite_hash)
 
     async def get_account(self, handle: str) -> AccountRow | None:
-        return await self._read(_get_account, handle)
+        return await self._read(directory.get_account, handle)
 
     async def list_accounts(self) -> list[tuple[AccountRow, int]]:
-        return await self._read(_list_accounts)
+        return await self._read(directory.list_accounts)
 
     async def set_disabled(self, handle: str, disabled: bool) -> None:
-        await self._write(_set_disabled, handle, disabled)
+        await self._write(directory.set_disabled, handle, disabled)
 
     async def replace_devices(
         self,
@@ -198,16 +202,57 @@ class SqliteStorage(Storage):
         new_version: int,
         device_list: bytes,
         devices: list[DeviceRow],
+        *,
+        now_ms: int,
     ) -> list[bytes]:
         return await self._write(
-            _replace_devices, handle, expected_version, new_version, device_list, devices
+            directory.replace_devices, handle, expected_version, new_version, device_list, devices, now_ms
         )
 
-    async def get_device(self, device_id: bytes) -> DeviceRow | None:
-        return await self._read(_get_device, device_id)
+    async def recover_account(
+        self,
+        handle: str,
+        expected_version: int,
+        account_key: bytes,
+        new_version: int,
+        device_list: bytes,
+        devices: list[DeviceRow],
+        *,
+        now_ms: int,
+    ) -> list[bytes]:
+        return await self._write(
+            directory.recover_account,
+            *(handle, expected_version, account_key, new_version, device_list, devices, now_ms),
+        )
 
-    async def devices_of(self, handles: list[str]) -> dict[str, set[bytes]]:
-        return await self._read(_devices_of, handles)
+    async def list_history(self, handle: str, after_version: int, limit: int) -> list[bytes]:
+        return await self._read(directory.list_history, handle, after_version, limit)
+
+    async def removed_device(self, device_id: bytes) -> RemovedDevice | None:
+        return await self._read(directory.removed_device, device_id)
+
+    async def touch_devices(self, seen: dict[bytes, int]) -> None:
+        if seen:
+            await self._write(directory.touch_devices, seen)
+
+    async def devices_seen(self, handle: str) -> dict[bytes, int | None]:
+        return await self._read(directory.devices_seen, handle)
+
+    async def get_device(self, device_id: bytes) -> DeviceRow | None:
+        return await self._read(directory.get_device, device_id)
+
+    async def devices_of(self, handles: list[str]) -> dict[str, AccountDevices]:
+        return await self._read(directory.devices_of, handles)
+
+    # --- invites -----------------------------------------------------------------------------
+    async def create_invite(self, invite: InviteRow) -> None:
+        await self._write(directory.create_invite, invite)
+
+    async def list_invites(self) -> list[InviteRow]:
+        return await self._read(directory.list_invites)
+
+    async def revoke_invite(self, token_hash: bytes) -> bool:
+        return await self._write(directory.revoke_invite, token_hash)
 
     # --- relay -------------------------------------------------------------------------------
     async def store_message(self, message: NewMessage, max_queue: int) -> StoredSend:
@@ -287,6 +332,7 @@ _UNIQUE_ERRORS: dict[str, Callable[[], MailslotError]] = {
     "devices.device_id": lambda: ConflictError("a device id belongs to another account"),
     "links.link_id": lambda: ConflictError("the link id already exists"),
     "blobs.blob_id": lambda: ConflictError("the blob id already exists"),
+    "invites.token_hash": lambda: ConflictError("the invite already exists"),
 }
 
 
@@ -303,142 +349,9 @@ def _translate(exc: sqlite3.Error) -> MailslotError:
     return ServerError("the database failed")
 
 
-def _with_marks(sql: str, count: int) -> str:
-    """``sql`` with ``{marks}`` replaced by ``count`` ``?`` placeholders (nothing else)."""
-    return sql.replace("{marks}", ", ".join("?" * count))
-
-
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
 def _schema_version(conn: sqlite3.Connection) -> int:
     version: int = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
     return version
-
-
-# --- accounts and devices ----------------------------------------------------------------------
-def _create_account(conn: sqlite3.Connection, account: AccountRow, devices: list[DeviceRow]) -> None:
-    conn.execute(
-        "INSERT INTO accounts (handle, account_key, list_version, device_list, created_at_ms,"
-        " disabled) VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            account.handle,
-            account.account_key,
-            account.list_version,
-            account.device_list,
-            account.created_at_ms,
-            account.disabled,
-        ),
-    )
-    _insert_devices(conn, devices)
-
-
-def _insert_devices(conn: sqlite3.Connection, devices: Sequence[DeviceRow]) -> None:
-    conn.executemany(
-        "INSERT INTO devices (device_id, handle, sign_key) VALUES (?, ?, ?)",
-        [(d.device_id, d.handle, d.sign_key) for d in devices],
-    )
-
-
-def _get_account(conn: sqlite3.Connection, handle: str) -> AccountRow | None:
-    row = conn.execute(
-        "SELECT handle, account_key, list_version, device_list, created_at_ms, disabled"
-        " FROM accounts WHERE handle = ?",
-        (handle,),
-    ).fetchone()
-    if row is None:
-        return None
-    handle, account_key, list_version, device_list, created_at_ms, disabled = row
-    return AccountRow(handle, account_key, list_version, device_list, created_at_ms, bool(disabled))
-
-
-def _list_accounts(conn: sqlite3.Connection) -> list[tuple[AccountRow, int]]:
-    rows = conn.execute(
-        "SELECT a.handle, a.account_key, a.list_version, a.device_list, a.created_at_ms, a.disabled,"
-        " (SELECT COUNT(*) FROM devices d WHERE d.handle = a.handle)"
-        " FROM accounts a ORDER BY a.handle"
-    ).fetchall()
-    return [
-        (AccountRow(h, key, version, dl, created, bool(disabled)), count)
-        for h, key, version, dl, created, disabled, count in rows
-    ]
-
-
-def _set_disabled(conn: sqlite3.Connection, handle: str, disabled: bool) -> None:
-    changed = conn.execute("UPDATE accounts SET disabled = ? WHERE handle = ?", (disabled, handle)).rowcount
-    if not changed:
-        raise UnknownHandle(f"no account {handle!r}")
-
-
-def _replace_devices(
-    conn: sqlite3.Connection,
-    handle: str,
-    expected_version: int,
-    new_version: int,
-    device_list: bytes,
-    devices: list[DeviceRow],
-) -> list[bytes]:
-    swapped = conn.execute(
-        "UPDATE accounts SET list_version = ?, device_list = ? WHERE handle = ? AND list_version = ?",
-        (new_version, device_list, handle, expected_version),
-    ).rowcount
-    if not swapped:
-        row = conn.execute("SELECT list_version FROM accounts WHERE handle = ?", (handle,)).fetchone()
-        if row is None:
-            raise UnknownHandle(f"no account {handle!r}")
-        raise StaleDeviceList(f"device list is at version {row[0]}, not {expected_version}")
-    cursor = conn.execute("SELECT device_id FROM devices WHERE handle = ?", (handle,))
-    current = {device_id for (device_id,) in cursor}
-    removed = sorted(current - {d.device_id for d in devices})
-    _drop_devices(conn, removed)
-    conn.executemany(
-        "UPDATE devices SET sign_key = ? WHERE device_id = ?",
-        [(d.sign_key, d.device_id) for d in devices if d.device_id in current],
-    )
-    _insert_devices(conn, [d for d in devices if d.device_id not in current])
-    return removed
-
-
-def _drop_devices(conn: sqlite3.Connection, device_ids: list[bytes]) -> None:
-    """Delete devices with their queues, and the bodies no other device still holds."""
-    for chunk in _chunks(device_ids):
-        gone = conn.execute(
-            _with_marks("DELETE FROM queue WHERE device_id IN ({marks}) RETURNING message_id", len(chunk)),
-            chunk,
-        ).fetchall()
-        _delete_orphans(conn, {message_id for (message_id,) in gone})
-    conn.executemany("DELETE FROM queue_depths WHERE device_id = ?", [(d,) for d in device_ids])
-    conn.executemany("DELETE FROM devices WHERE device_id = ?", [(d,) for d in device_ids])
-
-
-def _get_device(conn: sqlite3.Connection, device_id: bytes) -> DeviceRow | None:
-    row = conn.execute(
-        "SELECT d.device_id, d.handle, d.sign_key, a.disabled FROM devices d"
-        " JOIN accounts a ON a.handle = d.handle WHERE d.device_id = ?",
-        (device_id,),
-    ).fetchone()
-    return None if row is None else DeviceRow(row[0], row[1], row[2], bool(row[3]))
-
-
-def _devices_of(conn: sqlite3.Connection, handles: list[str]) -> dict[str, set[bytes]]:
-    found: dict[str, set[bytes]] = {}
-    for chunk in _chunks(list(dict.fromkeys(handles))):
-        rows = conn.execute(
-            _with_marks(
-                "SELECT a.handle, d.device_id FROM accounts AS a"
-                " LEFT JOIN devices AS d ON d.handle = a.handle"
-                " WHERE a.handle IN ({marks})",
-                len(chunk),
-            ),
-            chunk,
-        )
-        for handle, device_id in rows:
-            ids = found.setdefault(handle, set())
-            if device_id is not None:
-                ids.add(device_id)
-    return found
 
 
 # --- relay -------------------------------------------------------------------------------------
@@ -478,9 +391,9 @@ def _store_message(conn: sqlite3.Connection, message: NewMessage, max_queue: int
 
 def _full_device(conn: sqlite3.Connection, device_ids: list[bytes], max_queue: int) -> bytes | None:
     """A device among ``device_ids`` that already holds ``max_queue`` entries, if any."""
-    for chunk in _chunks(device_ids):
+    for chunk in chunks(device_ids):
         row = conn.execute(
-            _with_marks(
+            with_marks(
                 "SELECT device_id FROM queue_depths WHERE device_id IN ({marks}) AND depth >= ? LIMIT 1",
                 len(chunk),
             ),
@@ -504,26 +417,17 @@ def _fetch_queue(conn: sqlite3.Connection, device_id: bytes, after_seq: int, lim
 
 def _ack(conn: sqlite3.Connection, device_id: bytes, message_ids: list[bytes]) -> int:
     deleted: list[bytes] = []
-    for chunk in _chunks(list(dict.fromkeys(message_ids))):
+    for chunk in chunks(list(dict.fromkeys(message_ids))):
         rows = conn.execute(
-            _with_marks(
+            with_marks(
                 "DELETE FROM queue WHERE device_id = ? AND message_id IN ({marks}) RETURNING message_id",
                 len(chunk),
             ),
             (device_id, *chunk),
         ).fetchall()
         deleted.extend(message_id for (message_id,) in rows)
-    _delete_orphans(conn, deleted)
+    delete_orphans(conn, deleted)
     return len(deleted)
-
-
-def _delete_orphans(conn: sqlite3.Connection, message_ids: Iterable[bytes]) -> None:
-    """Delete the bodies among ``message_ids`` that no queue entry refers to any more."""
-    conn.executemany(
-        "DELETE FROM messages WHERE message_id = ?"
-        " AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.message_id)",
-        [(message_id,) for message_id in message_ids],
-    )
 
 
 def _queue_depth(conn: sqlite3.Connection, device_id: bytes) -> int:
