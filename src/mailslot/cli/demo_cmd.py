@@ -1,4 +1,4 @@
-"""`mailslot demo`: a real server and six devices on this machine, narrated."""
+"""`mailslot demo`: a real server and five devices on this machine, narrated."""
 
 from __future__ import annotations
 
