@@ -6,9 +6,20 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailslot.client.keystore import DeviceSecrets, KdfParams, Keystore, seal, unseal
-from mailslot.errors import ConfigError
+from mailslot.client.keystore import (
+    DeviceSecrets,
+    KdfParams,
+    Keystore,
+    PendingKey,
+    RetiredKey,
+    seal,
+    unseal,
+)
+from mailslot.errors import ConfigError, DecodeError
+from mailslot.protocol.encoding import decode
 from mailslot.protocol.identity import AccountKey, DeviceKeys
 
 FAST = KdfParams(log2_n=10, r=8, p=1)
@@ -171,3 +182,46 @@ def test_a_newer_format_is_refused_clearly(tmp_path: Path) -> None:
     store.path.write_bytes(bytes(data))
     with pytest.raises(ConfigError, match="newer mailslot"):
         store.load(b"pw")
+
+
+# --- the plaintext encoding, as a parser: round trip, truncation, trailing bytes ------------
+
+SEEDS = st.binary(min_size=32, max_size=32)
+TIMES = st.integers(0, 2**64 - 1)
+SECRETS = st.builds(
+    DeviceSecrets,
+    st.sampled_from(["alice", "b0b", "c.d-e_f"]),
+    st.text(max_size=40),
+    st.text(min_size=1, max_size=20),
+    st.builds(DeviceKeys, SEEDS, SEEDS),
+    st.builds(AccountKey, SEEDS),
+    kem_created_ms=TIMES,
+    pending=st.none() | st.builds(PendingKey, SEEDS, TIMES),
+    retired=st.lists(st.builds(RetiredKey, SEEDS, TIMES, TIMES), max_size=4).map(tuple),
+)
+
+
+def _decode_secrets(data: bytes) -> DeviceSecrets:
+    return decode(data, DeviceSecrets.read)
+
+
+@settings(max_examples=60, deadline=None)
+@given(SECRETS, st.data())
+def test_secrets_encoding_round_trips_and_refuses_damage(secrets: DeviceSecrets, data: st.DataObject) -> None:
+    encoded = secrets.to_bytes()
+    assert _decode_secrets(encoded) == secrets
+    cut = data.draw(st.integers(0, len(encoded) - 1), label="cut")
+    with pytest.raises(DecodeError):
+        _decode_secrets(encoded[:cut])
+    with pytest.raises(DecodeError):
+        _decode_secrets(encoded + data.draw(st.binary(min_size=1, max_size=8), label="extra"))
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=400))
+def test_any_bytes_decode_or_fail_cleanly(blob: bytes) -> None:
+    try:
+        secrets = _decode_secrets(blob)
+    except DecodeError:
+        return
+    assert _decode_secrets(secrets.to_bytes()) == secrets
