@@ -35,4 +35,7 @@ class WakeupBus(abc.ABC):
 
     @abc.abstractmethod
     def listen(self, device_id: bytes) -> AbstractContextManager[asyncio.Event]:
-        """Context manager: an event set whenever ``device_id`` is notified, until it exits."""
+        """Context manager: an event set whenever ``device_id`` is notified, until it exits.
+
+        The event may also be set with no new mail (an outage begins or ends, or the bus starts
+        carrying other nodes' wake-ups for the device): it means "look at the queue now"."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, KeysView
 from contextlib import contextmanager
 
 from mailslot.server.bus.base import WakeupBus
@@ -25,6 +25,10 @@ class InProcessBus(WakeupBus):
         for device_id in device_ids:
             for event in self._listeners.get(device_id, ()):
                 event.set()
+
+    def devices(self) -> KeysView[bytes]:
+        """The devices that have at least one listener now (a live view)."""
+        return self._listeners.keys()
 
     def wake_all(self) -> None:
         """Set every listener's event: "look now, whatever arrived"."""
