@@ -220,7 +220,8 @@ def verify_device_list(signed: SignedDeviceList, *, handle: str, account_key: by
         raise VerificationError("device list names another account key")
     crypto.verify(account_key, signed.signature, signed.list_bytes)
     approver = device_list.find(device_list.approver)
-    assert approver is not None  # DeviceList.__post_init__ holds the approver to the list
+    if approver is None:  # unreachable: DeviceList holds the approver to the list; fail closed
+        raise VerificationError("device list names an approver it does not list")
     crypto.verify(approver.sign_key, signed.approval, labels.DEVICE_LIST_APPROVAL + signed.list_bytes)
     return device_list
 
