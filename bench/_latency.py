@@ -24,7 +24,7 @@ from mailslot.protocol import wire
 from mailslot.protocol.identity import DeviceKeys
 
 SETTLE_S = 10.0  # how long to wait for the last deliveries after the last send
-_frames = msgspec.json.Decoder(wire.WsDeliver | wire.WsAcked | wire.WsError)
+_frames = msgspec.json.Decoder(wire.WsServerFrame)
 
 
 @dataclass
@@ -64,6 +64,8 @@ class _Receivers:
             async for text in ws:
                 arrived = time.perf_counter()
                 frame = _frames.decode(text)
+                if isinstance(frame, wire.WsDevices):
+                    continue  # the account's list version, announced at connect: not mail
                 if isinstance(frame, wire.WsError):
                     self.result.errors.append(f"{frame.error}: {frame.message}")
                 if not isinstance(frame, wire.WsDeliver):
