@@ -29,6 +29,7 @@ from mailslot.server.storage.base import DeviceRow
 
 log = logging.getLogger("mailslot.server.ws")
 BATCH = 100
+ROW_CHECK_S = 0.5  # how often a session re-reads its device row at most (removal, list version)
 POLICY_VIOLATION = 1008  # the close code after an error frame that ends the session
 
 
@@ -44,28 +45,50 @@ class _Session:
             await self.ws.send_text(wire.encode(frame).decode())
 
     async def push(self, wakeup: asyncio.Event, closed: asyncio.Task[None]) -> None:
-        """Announce, deliver, wait, re-check; until the client leaves or the device is gone."""
+        """Announce, deliver, wait, re-check; until the client leaves or the device is gone.
+
+        The device row is re-read at most every ``ROW_CHECK_S`` (a wake-up in between
+        delivers, and shortens the next wait so the check still comes that soon): under load a
+        session wakes for nearly every message, and a removed device has lost its queue with
+        its row anyway, so only the announcement and the close wait for the check."""
         last_seq = 0
         announced = self.device.list_version
         await self.send(wire.WsDevices(announced))
+        loop = asyncio.get_running_loop()
+        checked_at, check_owed = loop.time(), False
         while True:
             wakeup.clear()
             last_seq = await self._deliver(last_seq)
-            waiter = asyncio.ensure_future(wakeup.wait())
             wait_s = self.recheck_s()
+            if check_owed:
+                wait_s = min(wait_s, max(0.0, checked_at + ROW_CHECK_S - loop.time()))
+            waiter = asyncio.ensure_future(wakeup.wait())
             await asyncio.wait({waiter, closed}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             if closed.done():
                 return
-            row = await self.node.store.get_device(self.device.device_id)
-            if row is None or row.account_disabled:
-                refusal = await _refusal(self.node, self.device.device_id, row)
-                await _close_with_error(self.ws, refusal, self._send_lock)
+            if loop.time() - checked_at < ROW_CHECK_S:
+                check_owed = True
+                continue
+            checked_at, check_owed = loop.time(), False
+            still = await self._check_device(announced)
+            if still is None:
                 return
-            self.node.authn.last_seen.seen(row.device_id, self.node.now_ms())  # connected is seen
-            if row.list_version > announced:
-                announced = row.list_version
-                await self.send(wire.WsDevices(announced))
+            announced = still
+
+    async def _check_device(self, announced: int) -> int | None:
+        """Re-read the device: close the session if it was removed or its account disabled
+        (None), else announce a newer list version; the version announced now."""
+        row = await self.node.store.get_device(self.device.device_id)
+        if row is None or row.account_disabled:
+            refusal = await _refusal(self.node, self.device.device_id, row)
+            await _close_with_error(self.ws, refusal, self._send_lock)
+            return None
+        self.node.authn.last_seen.seen(row.device_id, self.node.now_ms())  # connected is seen
+        if row.list_version > announced:
+            await self.send(wire.WsDevices(row.list_version))
+            return row.list_version
+        return announced
 
     async def _deliver(self, last_seq: int) -> int:
         """Send every entry after ``last_seq``; the last one sent."""
