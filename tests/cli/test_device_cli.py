@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from mailslot.cli.device_cmd import resolve_device_id
+from mailslot.client.models import DeviceInfo
+from mailslot.errors import InputError, NotFoundError
 from mailslot.server.runner import ServerThread
 from tests.cli.test_cli import Cli, answer_on_a_terminal, json_lines
 from tests.conftest import LiveServer, make_data_dir
@@ -92,9 +95,12 @@ def test_list_rename_alerts_and_remove(mailslot: Cli) -> None:
     assert f"ALERT: device {phone} of your account was renamed to 'tablet'" in shown
 
     (other,) = json_lines(
-        mailslot.ok("dana", "-o", "json", "device", "rename", "old phone", "--device", phone)
+        mailslot.ok("dana", "-o", "json", "device", "rename", "old phone", "--device", phone[:6].upper())
     )
-    assert (other["device_id"], other["name"]) == (phone, "old phone")
+    assert (other["device_id"], other["name"]) == (phone, "old phone")  # a unique start names it
+    for bad in ("ab", "zz" * 16, f"{phone[:4]}-x"):
+        refused = mailslot.run("dana", "device", "rename", "x", "--device", bad)
+        assert refused.returncode == 2 and "invalid device id" in refused.stderr
 
     code, _, shown = answer_on_a_terminal(mailslot, "dana", ["device", "remove", phone], "[y/N]", "n")
     assert code == 1 and f"Remove device 'old phone' ({phone}) from dana?" in shown
@@ -103,7 +109,7 @@ def test_list_rename_alerts_and_remove(mailslot: Cli) -> None:
     assert itself.returncode == 2 and "another device" in itself.stderr
     unknown = mailslot.run("dana", "device", "remove", "ab" * 16, "--yes")
     assert unknown.returncode == 3 and unknown.stderr.startswith("error: ")
-    (removed,) = json_lines(mailslot.ok("dana", "-o", "json", "device", "remove", phone, "--yes"))
+    (removed,) = json_lines(mailslot.ok("dana", "-o", "json", "device", "remove", phone[:8], "--yes"))
     assert removed["device_id"] == phone
     assert_removed(mailslot, "dana-phone", "receive")
     assert_removed(mailslot, "dana-phone", "device", "alerts")  # fails fast: the home knows now
@@ -155,3 +161,20 @@ def test_rotate_keys_then_messages_still_arrive(mailslot: Cli) -> None:
     mailslot.ok("hal", "send", "ivy", "-m", "after rotation")
     lines = json_lines(mailslot.ok("ivy", "-o", "json", "receive"))
     assert [m["text"] for m in lines if m["type"] == "message"] == ["after rotation"]
+
+
+def test_a_device_id_prefix_must_fit_exactly_one_device() -> None:
+    def info(device_id: str) -> DeviceInfo:
+        return DeviceInfo(device_id, "d", 0, None, "", False)
+
+    first, second, third = "abcd" + "0" * 28, "abcd" + "1" * 28, "1234" + "5" * 28
+    devices = [info(first), info(second), info(third)]
+    assert resolve_device_id(devices, "1234") == third
+    assert resolve_device_id(devices, " ABCD0 ") == first
+    assert resolve_device_id(devices, second) == second
+    with pytest.raises(InputError, match="several device ids"):
+        resolve_device_id(devices, "abcd")
+    with pytest.raises(InputError, match="invalid device id"):
+        resolve_device_id(devices, "123")  # shorter than the minimum
+    with pytest.raises(NotFoundError):
+        resolve_device_id(devices, "9999")

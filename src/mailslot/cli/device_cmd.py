@@ -24,6 +24,7 @@ from mailslot.cli.account_cmd import CA_HELP
 from mailslot.cli.output import safe
 from mailslot.client import Client
 from mailslot.client.models import DeviceAlert, DeviceInfo
+from mailslot.errors import InputError, NotFoundError
 from mailslot.protocol.device_list import DeviceList, DeviceRecord
 from mailslot.protocol.identity import MAX_DEVICE_NAME, check_device_name, check_handle
 
@@ -144,20 +145,47 @@ def list_devices(settings: Settings, handle: str | None) -> None:
         settings.output.own_devices(device_list, devices, int(time.time() * 1000))
 
 
+MIN_ID_PREFIX = 4
+
+
+def resolve_device_id(devices: list[DeviceInfo], text: str) -> str:
+    """The full id of the account's device that ``text`` names: its 32 hex digits, or a prefix
+    of at least ``MIN_ID_PREFIX`` of them that fits exactly one device (as with git commits)."""
+    given = text.strip().lower()
+    if len(given) < MIN_ID_PREFIX or any(c not in "0123456789abcdef" for c in given):
+        raise InputError(
+            f"invalid device id {text!r}: give its 32 hex digits, or at least the first "
+            f"{MIN_ID_PREFIX} (mailslot device list shows them)"
+        )
+    found = [d.device_id for d in devices if d.device_id.startswith(given)]
+    if not found:
+        raise NotFoundError(f"no device {text!r} in this account (mailslot device list shows them)")
+    if len(found) > 1:
+        several = ", ".join(found)
+        raise InputError(f"{text!r} is the start of several device ids ({several}); give more digits")
+    return found[0]
+
+
 def _record_result(settings: Settings, handle: str, record: DeviceRecord, text: str) -> None:
     settings.output.result({"handle": handle, "device_id": record.device_id.hex(), "name": record.name}, text)
 
 
 @device.command("rename")
 @click.argument("name")
-@click.option("--device", "device_id", metavar="ID", help="The device to rename (default: this one).")
+@click.option(
+    "--device",
+    "device_id",
+    metavar="ID",
+    help="The device to rename: its id or a unique start of it (default: this one).",
+)
 @click.pass_obj
 def rename(settings: Settings, name: str, device_id: str | None) -> None:
     """Rename this device (or device ID of the account) to NAME in the signed device list."""
     check_device_name(name)
 
     async def action(client: Client) -> tuple[str, DeviceRecord]:
-        return client.handle, await client.rename_device(name, device_id)
+        chosen = resolve_device_id(await client.devices(), device_id) if device_id is not None else None
+        return client.handle, await client.rename_device(name, chosen)
 
     handle, record = _with_client(settings, action)
     _record_result(settings, handle, record, f"renamed device {record.device_id.hex()} to {record.name!r}")
@@ -179,18 +207,20 @@ def _confirm_removal(client: Client, devices: list[DeviceInfo], device_id: str) 
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def remove(settings: Settings, device_id: str, yes: bool) -> None:
-    """Remove device ID from the account (run it on another device of the account).
+    """Remove device ID from the account (run it on another device of the account). ID is
+    the device's 32 hex digits or a unique start of them (at least 4), as `device list` shows.
 
     The device gets nothing more and every later request of it is refused; contacts encrypt
     only for the devices that remain. On a terminal it asks first, unless --yes.
     """
-    device_id = device_id.strip().lower()
     ask = not yes and sys.stdin.isatty()
 
     async def action(client: Client) -> tuple[str, DeviceRecord | None]:
-        if ask and not _confirm_removal(client, await client.devices(), device_id):
+        devices = await client.devices()
+        chosen = resolve_device_id(devices, device_id)
+        if ask and not _confirm_removal(client, devices, chosen):
             return client.handle, None
-        return client.handle, await client.remove_device(device_id)
+        return client.handle, await client.remove_device(chosen)
 
     handle, record = _with_client(settings, action)
     if record is None:

@@ -351,12 +351,13 @@ def own_devices_json(device_list: DeviceList, devices: Sequence[DeviceInfo]) -> 
 
 def own_devices_table(device_list: DeviceList, devices: Sequence[DeviceInfo], now_ms: int) -> Table:
     table = Table(title=f"{device_list.handle}: device list version {device_list.version}")
-    for column in ("name", "device id", "added", "last seen", ""):
-        table.add_column(column)
+    for column in ("name", "device id", "added (UTC)", "last seen", ""):
+        table.add_column(column, overflow="fold" if column == "device id" else "ellipsis")
     for d in devices:
         marker = Text("this device", style="bold green") if d.this_device else Text("")
         seen = relative_time(d.last_seen, now_ms)
-        table.add_row(Text(safe(d.name)), d.device_id, iso_time(d.created_at), seen, marker)
+        added = datetime.fromtimestamp(d.created_at / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(Text(safe(d.name)), d.device_id, added, seen, marker)
     return table
 
 
