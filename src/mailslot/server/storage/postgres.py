@@ -3,9 +3,9 @@
 Each public method is one transaction on a pooled connection: an explicit one, or the implicit
 one PostgreSQL gives a single statement (or ``ack``'s two statements sent as one query). The
 SQL lives in module functions named after the transaction they are, each taking the connection
-first (accounts, devices and invites in ``postgres_directory.py``, blob metadata in
-``postgres_blobs.py``); the class only routes calls and translates psycopg errors into
-mailslot errors, here and nowhere else.
+first (accounts, devices and invites in ``postgres_directory.py``, bodies, queues and links in
+``postgres_relay.py``, blob metadata in ``postgres_blobs.py``); the class only routes calls and
+translates psycopg errors into mailslot errors, here and nowhere else.
 
 Concurrency. Several nodes write at once, so statements run at READ COMMITTED and take row
 locks where two of them could race, each kind in a fixed order (device ids, message ids
@@ -41,7 +41,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import AsyncClientCursor, AsyncConnection, errors
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mailslot.errors import (
@@ -49,13 +49,11 @@ from mailslot.errors import (
     ConflictError,
     HandleTaken,
     MailslotError,
-    MessageIdConflict,
-    NotFoundError,
-    QueueFull,
     ServerError,
 )
 from mailslot.server.storage import migrations, postgres_blobs
 from mailslot.server.storage import postgres_directory as directory
+from mailslot.server.storage import postgres_relay as relay
 from mailslot.server.storage.base import (
     AccountDevices,
     AccountRow,
@@ -69,7 +67,7 @@ from mailslot.server.storage.base import (
     Storage,
     StoredSend,
 )
-from mailslot.server.storage.postgres_shared import Conn, fetch_all, fetch_one
+from mailslot.server.storage.postgres_shared import Conn, Vanished, fetch_one
 
 __all__ = ["PostgresStorage", "migrate_postgresql"]
 
@@ -80,11 +78,6 @@ Transaction = Callable[Concatenate[Conn, P], Awaitable[T]]  # the SQL functions 
 _MIN_SERVER = 110000  # PostgreSQL 11: EXECUTE FUNCTION in the triggers
 _ATTEMPTS = 5  # tries of a transaction that hit a deadlock or a serialization failure
 _RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
-_SWEEP_LOCK = int.from_bytes(b"mailswep", "big") >> 1  # advisory lock key held by expire()
-
-
-class _Vanished(Exception):
-    """A row this transaction relied on was deleted by another one; run it again."""
 
 
 class PostgresStorage(Storage):
@@ -161,7 +154,7 @@ class PostgresStorage(Storage):
                         return await body(conn)
                     async with conn.transaction():
                         return await body(conn)
-            except (*_RETRYABLE, _Vanished) as exc:
+            except (*_RETRYABLE, Vanished) as exc:
                 if attempt == _ATTEMPTS:
                     raise _translate(exc) from exc
                 await asyncio.sleep(random.uniform(0, 0.005 * attempt))
@@ -245,38 +238,38 @@ class PostgresStorage(Storage):
 
     # --- relay -------------------------------------------------------------------------------
     async def store_message(self, message: NewMessage, max_queue: int) -> StoredSend:
-        return await self._statement(_store_message, message, max_queue)
+        return await self._statement(relay.store_message, message, max_queue)
 
     async def fetch_queue(self, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
-        return await self._statement(_fetch_queue, device_id, after_seq, limit)
+        return await self._statement(relay.fetch_queue, device_id, after_seq, limit)
 
     async def ack(self, device_id: bytes, message_ids: list[bytes]) -> int:
-        return await self._statement(_ack, device_id, message_ids)
+        return await self._statement(relay.ack, device_id, message_ids)
 
     async def queue_depth(self, device_id: bytes) -> int:
-        return await self._statement(_queue_depth, device_id)
+        return await self._statement(relay.queue_depth, device_id)
 
     async def queue_stats(self) -> QueueStats:
-        return await self._statement(_queue_stats)
+        return await self._statement(relay.queue_stats)
 
     async def message_exists(self, message_id: bytes) -> bool:
-        return await self._statement(_message_exists, message_id)
+        return await self._statement(relay.message_exists, message_id)
 
     async def expire(self, now_ms: int) -> int:
-        return await self._transaction(_expire, now_ms)
+        return await self._transaction(relay.expire, now_ms)
 
     # --- device linking ----------------------------------------------------------------------
     async def create_link(self, link_id: bytes, request: bytes, expires_at_ms: int) -> None:
-        await self._statement(_create_link, link_id, request, expires_at_ms)
+        await self._statement(relay.create_link, link_id, request, expires_at_ms)
 
     async def get_link(self, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
-        return await self._statement(_get_link, link_id, now_ms)
+        return await self._statement(relay.get_link, link_id, now_ms)
 
     async def respond_link(self, link_id: bytes, response: bytes, now_ms: int) -> None:
-        await self._transaction(_respond_link, link_id, response, now_ms)
+        await self._transaction(relay.respond_link, link_id, response, now_ms)
 
     async def expire_links(self, now_ms: int) -> int:
-        return await self._statement(_expire_links, now_ms)
+        return await self._statement(relay.expire_links, now_ms)
 
     # --- blobs -------------------------------------------------------------------------------
     async def create_blob(self, blob: BlobRow, quota_bytes: int) -> None:
@@ -368,7 +361,7 @@ def _translate(exc: BaseException) -> MailslotError:
         if make is not None:
             return make()
     # The driver's text stays in __cause__ for the operator's log, out of the client's answer.
-    if isinstance(exc, (*_RETRYABLE, _Vanished, PoolTimeout)):
+    if isinstance(exc, (*_RETRYABLE, Vanished, PoolTimeout)):
         return ServerError("the database is busy; try again")
     if isinstance(exc, psycopg.OperationalError):
         return ServerError("the database is unreachable; try again")
@@ -381,187 +374,3 @@ async def _schema_version(conn: Conn) -> int:
         return 0
     row = await fetch_one(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")
     return 0 if row is None else int(row[0])
-
-
-# --- relay -------------------------------------------------------------------------------------
-# One statement, so one round trip and its own transaction. The CTEs run in dependency order:
-# ``body`` waits on ``too_full``, which sorts all of ``locked``, so every depth row is created
-# or locked (in device-id order, held to commit) before the body and the entries are inserted
-# and their seq values drawn. ``DO UPDATE SET depth = depth`` changes nothing but takes the lock
-# and returns the depth as it is after any transaction we waited for.
-_STORE_MESSAGE = """
-WITH locked AS (
-    INSERT INTO queue_depths (device_id, depth)
-    SELECT device_id, 0 FROM unnest(%(devices)b::bytea[]) AS device_id ORDER BY device_id
-    ON CONFLICT (device_id) DO UPDATE SET depth = queue_depths.depth
-    RETURNING device_id, depth
-), too_full AS (
-    SELECT device_id FROM locked WHERE depth >= %(max_queue)s ORDER BY device_id LIMIT 1
-), body AS (
-    INSERT INTO messages (message_id, sender, sender_device, accepted_at_ms, expires_at_ms,
-                          device_count, body)
-    SELECT %(message_id)b, %(sender)s, %(sender_device)b, %(accepted_at_ms)s, %(expires_at_ms)s,
-           %(device_count)s, %(body)b
-    WHERE NOT EXISTS (SELECT 1 FROM too_full)
-    ON CONFLICT (message_id) DO NOTHING
-    RETURNING message_id
-), entries AS (
-    INSERT INTO queue (device_id, message_id, wrapped_key)
-    SELECT keys.device_id, body.message_id, keys.wrapped_key
-    FROM body, unnest(%(devices)b::bytea[], %(keys)b::bytea[]) AS keys (device_id, wrapped_key)
-)
-SELECT EXISTS (SELECT 1 FROM body), (SELECT device_id FROM too_full)
-"""
-
-
-async def _store_message(conn: Conn, message: NewMessage, max_queue: int) -> StoredSend:
-    devices = sorted(message.keys)
-    row = await fetch_one(
-        conn,
-        _STORE_MESSAGE,
-        {
-            "devices": devices,
-            "keys": [message.keys[d] for d in devices],
-            "max_queue": max_queue,
-            "message_id": message.message_id,
-            "sender": message.sender,
-            "sender_device": message.sender_device,
-            "accepted_at_ms": message.accepted_at_ms,
-            "expires_at_ms": message.expires_at_ms,
-            "device_count": len(devices),
-            "body": message.body,
-        },
-    )
-    assert row is not None
-    created, full = row
-    if created:
-        return StoredSend(True, message.sender, message.sender_device, message.accepted_at_ms, len(devices))
-    # Nothing stored: the id was taken (a retry, or another sender), or a queue is full. A retry
-    # is answered even when queues are full, as by the other stores.
-    first = await fetch_one(
-        conn,
-        "SELECT sender, sender_device, accepted_at_ms, device_count FROM messages WHERE message_id = %b",
-        (message.message_id,),
-    )
-    if first is not None:
-        if (first[0], first[1]) != (message.sender, message.sender_device):
-            raise MessageIdConflict(f"message id {message.message_id.hex()} is used by another sender")
-        return StoredSend(False, first[0], first[1], first[2], first[3])
-    if full is not None:
-        raise QueueFull(
-            f"device {full.hex()} has {max_queue} queued messages", details={"device": full.hex()}
-        )
-    raise _Vanished  # the id was taken, but its body is gone by now (acknowledged): start again
-
-
-async def _fetch_queue(conn: Conn, device_id: bytes, after_seq: int, limit: int) -> list[QueueEntry]:
-    if limit <= 0:
-        return []
-    rows = await fetch_all(
-        conn,
-        "SELECT q.seq, q.message_id, m.sender, m.sender_device, m.accepted_at_ms, m.body, q.wrapped_key"
-        " FROM queue AS q JOIN messages AS m ON m.message_id = q.message_id"
-        " WHERE q.device_id = %b AND q.seq > %s ORDER BY q.seq LIMIT %s",
-        (device_id, after_seq, limit),
-    )
-    return [QueueEntry(*row) for row in rows]
-
-
-# Two statements in one round trip (client-side parameters, simple query protocol, which runs
-# them as one implicit transaction): delete the entries and lock their bodies, then delete the
-# bodies left with no entry, seen in the second statement's fresh snapshot. The second may look
-# at every id asked for: a body with no entry at all is an orphan whoever acknowledged it.
-_ACK = """
-WITH gone AS (
-    DELETE FROM queue WHERE device_id = %(device)s AND message_id = ANY(%(ids)s::bytea[])
-    RETURNING message_id
-)
-SELECT message_id FROM messages WHERE message_id IN (SELECT message_id FROM gone)
-ORDER BY message_id FOR UPDATE;
-DELETE FROM messages WHERE message_id = ANY(%(ids)s::bytea[])
-    AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.message_id)
-"""
-
-
-async def _ack(conn: Conn, device_id: bytes, message_ids: list[bytes]) -> int:
-    if not message_ids:
-        return 0
-    cursor = AsyncClientCursor(conn)
-    await cursor.execute(_ACK, {"device": device_id, "ids": list(dict.fromkeys(message_ids))})
-    return len(await cursor.fetchall())
-
-
-async def _queue_depth(conn: Conn, device_id: bytes) -> int:
-    row = await fetch_one(conn, "SELECT depth FROM queue_depths WHERE device_id = %b", (device_id,))
-    return 0 if row is None else int(row[0])
-
-
-async def _queue_stats(conn: Conn) -> QueueStats:
-    # As in SQLite: the count from queue_depths (one row per device), the oldest entry by the
-    # primary key on seq; one statement, so one snapshot.
-    row = await fetch_one(
-        conn,
-        "SELECT (SELECT coalesce(sum(depth), 0) FROM queue_depths),"
-        " (SELECT m.accepted_at_ms FROM queue AS q JOIN messages AS m ON m.message_id = q.message_id"
-        " ORDER BY q.seq LIMIT 1)",
-    )
-    assert row is not None
-    return QueueStats(int(row[0]), None if row[1] is None else int(row[1]))
-
-
-async def _message_exists(conn: Conn, message_id: bytes) -> bool:
-    return await fetch_one(conn, "SELECT 1 FROM messages WHERE message_id = %b", (message_id,)) is not None
-
-
-async def _expire(conn: Conn, now_ms: int) -> int:
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
-    held = await fetch_all(
-        conn,
-        "WITH gone AS (DELETE FROM queue WHERE message_id IN"
-        " (SELECT message_id FROM messages WHERE expires_at_ms <= %s) RETURNING message_id)"
-        " SELECT count(*) FROM gone",
-        (now_ms,),
-    )
-    # Bodies go once no entry refers to them; one that gained an entry meanwhile (a send whose
-    # expiry was already past, from a node with a skewed clock) waits for the next sweep.
-    await conn.execute(
-        "DELETE FROM messages WHERE expires_at_ms <= %s"
-        " AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.message_id)",
-        (now_ms,),
-    )
-    return int(held[0][0])
-
-
-# --- device linking ----------------------------------------------------------------------------
-async def _create_link(conn: Conn, link_id: bytes, request: bytes, expires_at_ms: int) -> None:
-    await conn.execute(
-        "INSERT INTO links (link_id, request, expires_at_ms) VALUES (%b, %b, %s)",
-        (link_id, request, expires_at_ms),
-    )
-
-
-async def _get_link(conn: Conn, link_id: bytes, now_ms: int) -> tuple[bytes, bytes | None] | None:
-    row = await fetch_one(
-        conn,
-        "SELECT request, response FROM links WHERE link_id = %b AND expires_at_ms > %s",
-        (link_id, now_ms),
-    )
-    return None if row is None else (row[0], row[1])
-
-
-async def _respond_link(conn: Conn, link_id: bytes, response: bytes, now_ms: int) -> None:
-    answered = await fetch_one(
-        conn,
-        "UPDATE links SET response = %b WHERE link_id = %b AND expires_at_ms > %s AND response IS NULL"
-        " RETURNING link_id",
-        (response, link_id, now_ms),
-    )
-    if answered is None:
-        if await _get_link(conn, link_id, now_ms) is None:
-            raise NotFoundError(f"no pending link {link_id.hex()}")
-        raise ConflictError(f"link {link_id.hex()} was already answered")
-
-
-async def _expire_links(conn: Conn, now_ms: int) -> int:
-    cursor = await conn.execute("DELETE FROM links WHERE expires_at_ms <= %s", (now_ms,))
-    return cursor.rowcount

@@ -1,4 +1,4 @@
-"""Helpers the PostgreSQL transaction modules share (postgres.py, postgres_directory.py)."""
+"""Helpers the PostgreSQL transaction modules share (postgres.py and postgres_*.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from typing import Any, TypeAlias
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-__all__ = ["Conn", "Params", "delete_orphans", "fetch_all", "fetch_one"]
+__all__ = ["Conn", "Params", "Vanished", "delete_orphans", "fetch_all", "fetch_one"]
 
 Conn: TypeAlias = AsyncConnection[TupleRow]
 Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
+
+
+class Vanished(Exception):
+    """A row this transaction relied on was deleted by another one; run it again."""
 
 
 async def fetch_one(conn: Conn, query: str, params: Params = ()) -> TupleRow | None:
