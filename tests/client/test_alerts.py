@@ -162,3 +162,21 @@ async def test_a_new_device_is_not_linked_onto_a_list_with_an_unapproved_device(
         with pytest.raises(VerificationError, match=REFUSED):
             await alice.approve(pending.code)
     assert server_db.execute("SELECT max(version) FROM device_list_history WHERE handle = 'alice'") == [(2,)]
+
+
+async def test_a_history_with_a_version_left_out_is_refused(devices: Devices, server_db: ServerDb) -> None:
+    """A server that hides one step of the history (say, a device it added and removed again)
+    is caught by the gap: the walk refuses, and the checkpoint stays where it was."""
+    alice = await devices.register("alice")
+    phone = await devices.link(alice, "phone")
+    assert await phone.check_devices() == []
+    before = session_of(phone).store.checkpoint("alice")
+    assert before is not None and before[0] == 2
+    await alice.rename_device("work phone", phone.device_id)  # version 3
+    await alice.rename_device("laptop")  # version 4
+    server_db.execute("DELETE FROM device_list_history WHERE handle = ? AND version = 3", "alice")
+
+    with pytest.raises(VerificationError, match="skipped from version 2 to 4"):
+        await phone.check_devices()
+    assert session_of(phone).store.checkpoint("alice") == before
+    assert phone.alerts(unseen_only=False) == []  # nothing recorded from the broken history

@@ -69,6 +69,12 @@ def register(
         return client
 
     client = asyncio.run(run())
+    registered = f"registered {client.handle} on {client.server} (device {client.device_id})"
+    _show_new_device(settings, client, registered)
+
+
+def _show_new_device(settings: Settings, client: Client, text: str) -> None:
+    """The result of a registration or a recovery, then its recovery code, shown once."""
     settings.output.result(
         {
             "handle": client.handle,
@@ -76,7 +82,7 @@ def register(
             "server": client.server,
             "recovery_code": client.recovery_code,
         },
-        f"registered {client.handle} on {client.server} (device {client.device_id})",
+        text,
     )
     if client.recovery_code is not None:
         settings.output.recovery_code(client.recovery_code)
@@ -132,16 +138,10 @@ def recover(
         return client
 
     client = asyncio.run(run())
-    settings.output.result(
-        {
-            "handle": client.handle,
-            "device_id": client.device_id,
-            "server": client.server,
-            "recovery_code": client.recovery_code,
-        },
+    _show_new_device(
+        settings,
+        client,
         f"recovered {client.handle} on {client.server}: this device ({client.device_id}) is now its "
         "only device, under a new account key.\nYour contacts will see that key change and must "
         f"trust or verify it again (`mailslot identity show {client.handle}` on their side).",
     )
-    if client.recovery_code is not None:
-        settings.output.recovery_code(client.recovery_code)
